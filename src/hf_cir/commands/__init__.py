@@ -1,0 +1,1 @@
+"""Subcommands of the `hf-cir` command line (see `hf_cir.cli`)."""

@@ -1,0 +1,85 @@
+"""Building the OpenAI CLIP BPE tokenizer offline, from the merges file that open-clip-torch ships."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+# The OpenAI vocabulary uses the first 49,152 - 256 - 2 merges of the file.
+_NUM_MERGES = 49152 - 256 - 2
+_BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
+
+__all__ = ["find_clip_bpe_file", "build_clip_tokenizer"]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The byte -> printable-unicode table of GPT-2 / CLIP byte-level BPE."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def find_clip_bpe_file() -> Path:
+    """Locate `bpe_simple_vocab_16e6.txt.gz` inside an installed open-clip-torch, without importing it.
+
+    Importing `open_clip` needs torchvision; finding the package's folder does not.
+
+    Raises:
+        FileNotFoundError: open-clip-torch is not installed (`pip install --no-deps open-clip-torch`).
+    """
+    spec = importlib.util.find_spec("open_clip")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / _BPE_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"Could not find {_BPE_FILE_NAME}: install open-clip-torch (`pip install --no-deps open-clip-torch`) "
+        "or pass `bpe_path` explicitly."
+    )
+
+
+def build_clip_tokenizer(bpe_path: str | Path | None = None, model_max_length: int = 77, **kwargs) -> CLIPTokenizer:
+    """Build the 49,408-token OpenAI CLIP tokenizer from its BPE merges file, with no network access.
+
+    Args:
+        bpe_path (`str` or `Path`, *optional*):
+            The gzipped merges file. Defaults to the one shipped by open-clip-torch.
+        model_max_length (`int`, *optional*, defaults to 77):
+            The text tower's context length.
+        kwargs:
+            Passed to `CLIPTokenizer` (e.g. `pad_token="!"` for the SDXL-style padding).
+
+    Example:
+
+    ```python
+    >>> from hf_cir.utils import build_clip_tokenizer
+    >>> tokenizer = build_clip_tokenizer()
+    >>> tokenizer.convert_tokens_to_ids("$</w>")
+    259
+    ```
+    """
+    path = Path(bpe_path) if bpe_path is not None else find_clip_bpe_file()
+    if not path.is_file():
+        raise FileNotFoundError(f"`bpe_path` {path} does not exist.")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    kwargs.setdefault("bos_token", "<|startoftext|>")
+    kwargs.setdefault("eos_token", "<|endoftext|>")
+    kwargs.setdefault("unk_token", "<|endoftext|>")
+    kwargs.setdefault("pad_token", "<|endoftext|>")
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length, **kwargs)
