@@ -84,3 +84,8 @@ def test_atomic_directory_replaces_whole_folder(tmp_path):
         (tmp / "y").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["y"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_load_image_float_array_is_zero_to_one():
+    array = np.full((2, 2, 3), 0.5, dtype=np.float32)
+    assert load_image(array).getpixel((0, 0)) == (128, 128, 128)

@@ -6,12 +6,22 @@ component module, so that `from_pretrained` can resolve the classes recorded in 
 
 __version__ = "0.1.0.dev0"
 
-# LinCIR (transformers)
-# from .models.lincir import LinCIRConfig, LinCIRModel, LinCIROutput, LinCIRProcessor
+# CompoDiff (diffusers: model, pipeline, scheduler) and LinCIR (transformers)
+from .models.compodiff import CompoDiffPriorTransformer, CompoDiffPriorTransformerOutput
+from .models.lincir import LinCIRConfig, LinCIRModel, LinCIROutput, LinCIRProcessor
+from .pipelines.compodiff import CompoDiffPipeline, CompoDiffPipelineOutput
+from .schedulers import CompoDiffScheduler, CompoDiffSchedulerOutput
 
-# CompoDiff (diffusers)
-# from .models.compodiff import CompoDiffPriorTransformer, CompoDiffPriorTransformerOutput
-# from .schedulers import CompoDiffScheduler, CompoDiffSchedulerOutput
-# from .pipelines.compodiff import CompoDiffPipeline, CompoDiffPipelineOutput
-
-__all__ = ["__version__"]
+__all__ = [
+    "__version__",
+    "CompoDiffPipeline",
+    "CompoDiffPipelineOutput",
+    "CompoDiffPriorTransformer",
+    "CompoDiffPriorTransformerOutput",
+    "CompoDiffScheduler",
+    "CompoDiffSchedulerOutput",
+    "LinCIRConfig",
+    "LinCIRModel",
+    "LinCIROutput",
+    "LinCIRProcessor",
+]

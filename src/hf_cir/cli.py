@@ -8,7 +8,7 @@ import sys
 
 # Module names under `hf_cir.commands`; each defines `register(subparsers)` that adds one subcommand
 # whose parser has `func` set to a callable taking the parsed arguments and returning an exit code.
-COMMAND_MODULES: list[str] = ["convert"]
+COMMAND_MODULES: list[str] = ["convert", "index", "search", "evaluate", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     lincir.add_argument("--phi-checkpoint", required=True, help="the released phi file, e.g. lincir_large.pt")
-    lincir.add_argument("--clip", required=True, help="the transformers CLIPModel it was trained on (folder or Hub id)")
+    lincir.add_argument(
+        "--clip", required=True, help="the transformers CLIPModel it was trained on (folder or Hub id)"
+    )
     lincir.add_argument("--output-dir", required=True, help="where to write the LinCIR folder")
     lincir.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (default: the one with --clip)")
     lincir.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload the folder to this repo")
@@ -48,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compodiff.add_argument("--tokenizer", default=None, help="default: the one found with --text-encoder")
     compodiff.add_argument("--image-processor", default=None, help="default: the one found with --image-encoder")
     compodiff.add_argument("--output-dir", required=True, help="where to write the CompoDiffPipeline folder")
-    compodiff.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload the folder to this repo")
+    compodiff.add_argument(
+        "--push-to-hub", default=None, metavar="REPO_ID", help="also upload the folder to this repo"
+    )
     compodiff.set_defaults(func=_run_compodiff)
 
 

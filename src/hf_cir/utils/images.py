@@ -40,7 +40,8 @@ def load_image(image: ImageInput, name: str = "image") -> Image.Image:
     """Return `image` as an RGB PIL image.
 
     Args:
-        image: A path, a PIL image, or an `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` uint8 array.
+        image: A path, a PIL image, or an `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` array: integers in
+            [0, 255], or floats in [0, 1].
         name: How the argument is called in error messages.
 
     Raises:
@@ -71,7 +72,11 @@ def load_image(image: ImageInput, name: str = "image") -> Image.Image:
             raise ValueError(f"`{name}`: {path} is not a readable image ({error}).") from error
     if isinstance(image, np.ndarray):
         if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4)):
-            array = image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
+            array = image
+            if np.issubdtype(array.dtype, np.floating):
+                # Float images follow the usual convention of values in [0, 1].
+                array = np.clip(array, 0.0, 1.0) * 255.0 + 0.5
+            array = np.clip(array, 0, 255).astype(np.uint8)
             if array.ndim == 3 and array.shape[-1] == 1:
                 array = array[..., 0]
             return to_rgb(Image.fromarray(array))

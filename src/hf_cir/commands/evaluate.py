@@ -1,0 +1,136 @@
+"""`hf-cir evaluate`: benchmark numbers (CIRR, CIRCO, FashionIQ, GeneCIS, toy) with one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .index import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
+
+EXAMPLE = """example:
+  hf-cir evaluate --model path/to/lincir-model --benchmark cirr --data-dir data/CIRR --split val
+  hf-cir evaluate --model path/to/lincir-model --benchmark cirr --data-dir data/CIRR --split test  # server files
+  hf-cir evaluate --model path/to/compodiff --benchmark circo --data-dir data/CIRCO \\
+      --method compodiff image text sum --update-model-card
+
+Data layouts (official ones):
+  cirr       DIR/cirr/captions/cap.rc2.{val,test1}.json, DIR/cirr/image_splits/split.rc2.{split}.json, DIR/dev, DIR/test1
+  circo      DIR/annotations/{val,test}.json, DIR/COCO2017_unlabeled/{annotations,unlabeled2017}
+  fashioniq  DIR/captions/cap.{dress,shirt,toptee}.val.json, DIR/image_splits/split.{category}.val.json, DIR/images
+  genecis    DIR/genecis/{focus,change}_{attribute,object}.json, DIR/val2017 (COCO), DIR/VG_100K_all (Visual Genome)
+  toy        no data directory: the procedural toy world
+Gallery embeddings are cached (--cache-dir), so other methods on the same images embed nothing again.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from hf_cir.evaluation import BENCHMARKS
+    from hf_cir.retrieval import METHODS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model on a composed image retrieval benchmark",
+        description=(
+            "Compute a benchmark's metrics for a model and method(s): prints a table, writes a results JSON (and the "
+            "test-server submission files on a test split), and optionally the model card's model-index."
+        ),
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--data-dir", default=None, help="the benchmark's folder, in its official layout")
+    parser.add_argument(
+        "--benchmark-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a benchmark setting, repeatable: e.g. categories=dress,shirt (fashioniq), tasks=change_object, "
+        "coco_dir=..., vg_dir=... (genecis), num_queries=100 (toy); comma-separated values become lists",
+    )
+    parser.add_argument("--split", default="val", help="val or test (the toy benchmark: val or train); default: val")
+    parser.add_argument(
+        "--method",
+        nargs="+",
+        default=None,
+        choices=list(METHODS),
+        help="one or more methods (default: the model's own)",
+    )
+    parser.add_argument("--output-dir", default="eval_results", help="where results and submissions go")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--cache-dir", default=None, help="gallery embedding cache (default: $HF_HOME/hf_cir/embeddings)"
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--update-model-card", action="store_true", help="write the results into the model folder's README.md"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(func=run)
+
+
+def parse_benchmark_options(options: list[str]) -> dict:
+    """`["tasks=a,b", "num_queries=5"]` -> `{"tasks": ["a", "b"], "num_queries": 5}`."""
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--benchmark-option {option!r}: expected KEY=VALUE.")
+        if "," in value:
+            parsed[key] = [item for item in value.split(",") if item]
+        elif value.lstrip("-").isdigit():
+            parsed[key] = int(value)
+        else:
+            parsed[key] = value
+    return parsed
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_cir.evaluation import evaluate, get_benchmark, update_model_card
+
+    try:
+        if args.update_model_card and not Path(args.model).is_dir():
+            raise ValueError(f"--update-model-card needs a local model folder; {args.model} is not one.")
+        options = parse_benchmark_options(args.benchmark_option)
+        benchmark = get_benchmark(args.benchmark, args.data_dir, split=args.split, **options)
+        model = load_model_from_args(args)
+        methods = args.method or [model.default_method]
+        for method in methods:
+            model.check_method(method)
+        results = [
+            evaluate(
+                model,
+                benchmark,
+                method=method,
+                batch_size=args.batch_size,
+                cache_dir=args.cache_dir,
+                use_cache=not args.no_cache,
+                show_progress=not args.no_progress,
+                output_dir=args.output_dir,
+            )
+            for method in methods
+        ]
+        card = None
+        if args.update_model_card:
+            card = update_model_card(args.model, [result for result in results if result.metrics])
+    except TypeError as error:  # an option the benchmark does not take
+        if "unexpected keyword" not in str(error):
+            raise
+        return report_error("evaluate", ValueError(f"--benchmark-option: {error}"))
+    except USER_ERRORS as error:
+        return report_error("evaluate", error)
+    if args.json:
+        output = {"results": [result.to_dict() for result in results]}
+        if card is not None:
+            output["model_card"] = str(card)
+        print(json.dumps(output, indent=1))
+    else:
+        for result in results:
+            print(result.table())
+            for name, path in result.files.items():
+                print(f"  wrote {name}: {path}")
+        if card is not None:
+            print(f"Updated the model card {card}")
+    return 0

@@ -1,0 +1,124 @@
+"""CIRCO (Baldrati et al., "Zero-Shot Composed Image Retrieval with Textual Inversion", ICCV 2023).
+
+On-disk layout (the official one, https://github.com/miccunifi/CIRCO)::
+
+    DATA_DIR/
+        annotations/{val,test}.json      # id, reference_img_id, relative_caption, shared_concept, gt_img_ids (val)
+        COCO2017_unlabeled/annotations/image_info_unlabeled2017.json
+        COCO2017_unlabeled/unlabeled2017/*.jpg
+
+The gallery is every COCO-2017 unlabeled image. Metrics: mAP@{5,10,25,50} over the multiple ground truths (AP@K
+divides by min(#ground truths, K)), and Recall@{5,10,25,50} of the annotated target. The test server takes the
+top 50 image ids of every query.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..utils import load_image
+from .base import Benchmark, CIRQuery, EmbeddingTable, read_json
+from .metrics import average_precision_at_k, ranked_top_k, recall_at_k, target_ranks
+
+__all__ = ["CIRCOBenchmark"]
+
+_KS = (5, 10, 25, 50)
+
+
+class CIRCOBenchmark(Benchmark):
+    """CIRCO validation metrics and test-server submission file.
+
+    Example:
+
+    ```python
+    >>> from hf_cir.evaluation import CIRCOBenchmark
+    >>> benchmark = CIRCOBenchmark("data/CIRCO", split="val")  # doctest: +SKIP
+    >>> CIRCOBenchmark.metric_names[:2]
+    ('map@5', 'map@10')
+    ```
+    """
+
+    name = "circo"
+    display_name = "CIRCO"
+    ks = _KS
+    metric_names = tuple(f"map@{k}" for k in _KS) + tuple(f"recall@{k}" for k in _KS)
+
+    def __init__(self, data_dir: str | os.PathLike, split: str = "val"):
+        super().__init__(data_dir, split)
+        if self.data_dir is None:
+            raise ValueError("circo: a data directory is required.")
+        coco = self.data_dir / "COCO2017_unlabeled"
+        info = read_json(coco / "annotations" / "image_info_unlabeled2017.json", "circo")
+        if not isinstance(info, dict) or "images" not in info:
+            raise ValueError("circo: image_info_unlabeled2017.json has no 'images' list.")
+        self._image_dir = coco / "unlabeled2017"
+        self._files = {str(image["id"]): image["file_name"] for image in info["images"]}
+        annotations = read_json(self.data_dir / "annotations" / f"{split}.json", "circo")
+        self._queries = [self._parse(index, entry) for index, entry in enumerate(annotations)]
+
+    def _parse(self, index: int, entry: dict) -> CIRQuery:
+        required = ("id", "reference_img_id", "relative_caption") + (("gt_img_ids",) if self.has_labels else ())
+        missing = [key for key in required if key not in entry]
+        if missing:
+            raise ValueError(f"circo: annotation {index} has no {', '.join(missing)} (keys: {sorted(entry)}).")
+        targets = [str(image_id) for image_id in entry.get("gt_img_ids", [])] if self.has_labels else []
+        if self.has_labels and "target_img_id" in entry and str(entry["target_img_id"]) not in targets:
+            targets.insert(0, str(entry["target_img_id"]))
+        for image_id in [str(entry["reference_img_id"]), *targets]:
+            if image_id not in self._files:
+                raise ValueError(
+                    f"circo: image id {image_id} of query {entry['id']} is not a COCO-2017 unlabeled image."
+                )
+        return CIRQuery(
+            query_id=str(entry["id"]),
+            reference_id=str(entry["reference_img_id"]),
+            texts=[entry["relative_caption"]],
+            target_ids=targets,
+        )
+
+    def image_ids(self) -> list[str]:
+        return list(self._files)
+
+    def load_image(self, image_id: str) -> Image.Image:
+        return load_image(self._image_dir / self._files[image_id], name=f"circo image {image_id}")
+
+    def queries(self) -> list[CIRQuery]:
+        return self._queries
+
+    def _scores(self, query_features: torch.Tensor, images: EmbeddingTable):
+        ids = self.image_ids()
+        gallery = images if list(images.ids) == ids else EmbeddingTable(ids, images.rows(ids))
+        features = F.normalize(gallery.features.float(), dim=-1)
+        for start in range(0, len(self._queries), 256):
+            scores = F.normalize(query_features[start : start + 256].float(), dim=-1) @ features.T
+            yield self._queries[start : start + 256], scores, gallery
+
+    def compute_metrics(self, query_features: torch.Tensor, images: EmbeddingTable) -> dict[str, float]:
+        if not self.has_labels:
+            raise ValueError("circo: the test split has no public labels; write the submission file instead.")
+        average_precisions = {k: [] for k in self.ks}
+        ranks = []
+        for queries, scores, gallery in self._scores(query_features, images):
+            ranks.append(target_ranks(scores, gallery.indices([query.target_ids[0] for query in queries])))
+            for row, query in enumerate(queries):
+                relevant = torch.zeros(len(gallery), dtype=torch.bool)
+                relevant[gallery.indices(query.target_ids)] = True
+                top = ranked_top_k(scores[row], max(self.ks), relevant=relevant)
+                for k in self.ks:
+                    average_precisions[k].append(average_precision_at_k(relevant[top], len(set(query.target_ids)), k))
+        metrics = {f"map@{k}": 100.0 * sum(values) / len(values) for k, values in average_precisions.items()}
+        metrics.update({f"recall@{k}": value for k, value in recall_at_k(torch.cat(ranks), self.ks).items()})
+        return metrics
+
+    def submission_files(self, query_features: torch.Tensor, images: EmbeddingTable) -> dict[str, Any]:
+        """CIRCO's server file: `{query id: [50 image ids, best first]}` for every query."""
+        submission = {}
+        for queries, scores, gallery in self._scores(query_features, images):
+            for row, query in enumerate(queries):
+                submission[query.query_id] = [gallery.ids[i] for i in ranked_top_k(scores[row], 50).tolist()]
+        return {f"circo_{self.split}_submission.json": submission}

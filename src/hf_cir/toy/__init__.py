@@ -1,0 +1,9 @@
+"""The toy world: procedural images, captions and composed queries, and the tiny models trained on them.
+
+It is the embedded default of hf-cir: `hf-cir demo` and `hf-cir evaluate --benchmark toy` run on the
+checkpoints shipped in `hf_cir/toy/checkpoints/`, which `python -m hf_cir.toy.build_models` retrains.
+"""
+
+from .world import ATTRIBUTES, NUM_NEIGHBOURS, ToyAttributes, ToyQuery, ToyTriplet, ToyWorld, toy_vocabulary
+
+__all__ = ["ATTRIBUTES", "NUM_NEIGHBOURS", "ToyAttributes", "ToyQuery", "ToyTriplet", "ToyWorld", "toy_vocabulary"]

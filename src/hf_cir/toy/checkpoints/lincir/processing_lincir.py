@@ -1,0 +1,219 @@
+# Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
+"""LinCIR processor: a CLIP image processor and a CLIP tokenizer that put the placeholder where the image goes.
+
+This file is self-contained (it imports only `transformers`, `PIL`, `numpy` and its sibling files): `save_pretrained`
+copies it next to the tokenizer so that `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` works without
+hf-cir installed. With hf-cir installed, images are opened and converted to RGB by `hf_cir.utils.load_image`;
+without it, the image processor's own RGB conversion applies.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+from transformers import BatchFeature, ProcessorMixin
+from transformers.utils import logging
+
+from .configuration_lincir import PLACEHOLDER_TOKEN, PROMPT_TEMPLATE, validate_prompt_template
+
+try:
+    from hf_cir.utils.images import load_image
+except ImportError:  # Loaded as Hub remote code without hf-cir.
+    load_image = None
+
+logger = logging.get_logger(__name__)
+
+
+def get_placeholder_token_id(tokenizer, placeholder_token: str = PLACEHOLDER_TOKEN) -> int:
+    """The id `tokenizer` gives `placeholder_token` when it stands as a word in a text.
+
+    Raises:
+        ValueError: the tokenizer splits the placeholder into several tokens, maps it to its unknown token, or gives it
+            another id inside a sentence than alone.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoTokenizer
+    >>> from hf_cir.models.lincir.processing_lincir import get_placeholder_token_id
+    >>> get_placeholder_token_id(AutoTokenizer.from_pretrained("tests/fixtures/reference/clip"), "$")
+    259
+    ```
+    """
+    ids = tokenizer(placeholder_token, add_special_tokens=False)["input_ids"]
+    in_text = tokenizer(f"a {placeholder_token} b", add_special_tokens=False)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if len(ids) != 1 or ids[0] not in in_text:
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}, {getattr(tokenizer, 'name_or_path', '')!r}) has no single "
+            f"token for the placeholder {placeholder_token!r} (it gives ids {ids}). LinCIR needs a tokenizer whose "
+            "vocabulary holds the placeholder as one word, like the CLIP tokenizer for '$'."
+        )
+    if unk is not None and ids[0] == unk:
+        raise ValueError(f"The tokenizer maps the placeholder {placeholder_token!r} to its unknown token (id {unk}).")
+    return ids[0]
+
+
+class LinCIRProcessor(ProcessorMixin):
+    r"""
+    Constructs a LinCIR processor from a CLIP image processor and a CLIP tokenizer.
+
+    A text that holds the placeholder (`$`) is used as written; a text without it is put into `prompt_template`
+    (`"a photo of $ that {}"`) when an image comes with it. Texts are padded to the tokenizer's context
+    (`model_max_length`, 77 for CLIP) and truncated with the EOS token kept; images of any PIL mode become RGB.
+    Text without images is used as written (captions, text-to-image queries); a placeholder with no image to stand
+    for is rejected by [`LinCIRModel.get_composed_features`].
+
+    Args:
+        image_processor ([`CLIPImageProcessor`]): The image processor.
+        tokenizer ([`CLIPTokenizer`]): The tokenizer; it must hold `placeholder_token` as one token.
+        placeholder_token (`str`, *optional*, defaults to `"$"`): The word that stands for the image.
+        prompt_template (`str`, *optional*, defaults to `"a photo of $ that {}"`): The template for texts without
+            placeholder, or `None` to require the placeholder in every text that comes with an image.
+
+    Example:
+
+    ```python
+    >>> from PIL import Image
+    >>> from hf_cir import LinCIRProcessor
+    >>> processor = LinCIRProcessor.from_pretrained("tests/fixtures/reference/clip")
+    >>> inputs = processor(images=[Image.new("RGB", (40, 30))] * 2, text=["is red", "$ on a beach"])
+    >>> processor.batch_decode(inputs["input_ids"], skip_special_tokens=True)
+    ['a photo of $ that is red', '$ on a beach']
+    >>> inputs["pixel_values"].shape
+    torch.Size([2, 3, 32, 32])
+    ```"""
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        placeholder_token: str = PLACEHOLDER_TOKEN,
+        prompt_template: str | None = PROMPT_TEMPLATE,
+        **kwargs,
+    ):
+        if image_processor is None:
+            raise ValueError("LinCIRProcessor needs an `image_processor` (a CLIP image processor).")
+        if tokenizer is None:
+            raise ValueError("LinCIRProcessor needs a `tokenizer` (a CLIP tokenizer).")
+        super().__init__(image_processor, tokenizer, **kwargs)
+        self.placeholder_token_id = get_placeholder_token_id(tokenizer, placeholder_token)
+        if prompt_template is not None:
+            validate_prompt_template(prompt_template, placeholder_token)
+        self.placeholder_token = placeholder_token
+        self.prompt_template = prompt_template
+
+    def __call__(
+        self,
+        images=None,
+        text: str | list[str] | None = None,
+        padding: bool | str = "max_length",
+        truncation: bool = True,
+        max_length: int | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        r"""
+        Prepare reference images and modification texts for [`LinCIRModel.get_composed_features`], or either one
+        alone (`images` for `get_image_features`, `text` for `get_text_features`).
+
+        Args:
+            images (`PIL.Image.Image`, `np.ndarray`, path, `torch.Tensor` or a list of them, *optional*):
+                The reference images; any PIL mode (RGBA, grayscale, palette, ...) is converted to RGB.
+            text (`str` or `list[str]`, *optional*):
+                The texts. With images, a text without the placeholder goes into `prompt_template`.
+            padding, truncation, max_length:
+                Passed to the tokenizer; by default texts are padded and truncated to `tokenizer.model_max_length`.
+                Truncation keeps the EOS token and logs a warning.
+            return_tensors (`str`, *optional*, defaults to `"pt"`):
+                The tensor type of the outputs.
+            kwargs:
+                Passed to the image processor.
+
+        Returns:
+            [`BatchFeature`] with `input_ids` and `attention_mask` (when `text` is given) and `pixel_values` (when
+            `images` are given).
+
+        Raises:
+            ValueError: nothing to process; image and text batches of different sizes; a text without placeholder
+                and no `prompt_template`; a placeholder that truncation cut off; an empty image.
+        """
+        if images is None and text is None:
+            raise ValueError("LinCIRProcessor needs `images`, `text` or both.")
+        data = {}
+        texts = None
+        if text is not None:
+            if isinstance(text, str):
+                texts = [text]
+            elif isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+                texts = list(text)
+            else:
+                raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}.")
+        if images is not None:
+            images = self._prepare_images(images)
+            if texts is not None and len(images) != len(texts):
+                raise ValueError(
+                    f"Got {len(images)} images and {len(texts)} texts: each reference image needs exactly one "
+                    "modification text (the batch sizes must match)."
+                )
+            data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
+        if texts is not None:
+            max_length = max_length if max_length is not None else self.tokenizer.model_max_length
+            if images is not None:
+                texts = [self._apply_template(t, i) for i, t in enumerate(texts)]
+            full_lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
+            truncated = [i for i, length in enumerate(full_lengths) if length > max_length]
+            if truncation and truncated:
+                logger.warning(
+                    f"Texts {truncated} are longer than the {max_length}-token context and were truncated (the EOS "
+                    "token is kept)."
+                )
+            encoding = self.tokenizer(
+                texts, padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors
+            )
+            if images is not None:
+                for i, ids in enumerate(encoding["input_ids"]):
+                    if self.placeholder_token_id not in (ids.tolist() if hasattr(ids, "tolist") else ids):
+                        raise ValueError(
+                            f"The placeholder {self.placeholder_token!r} of text {i} lies beyond the "
+                            f"{max_length}-token context and was truncated away; shorten the text."
+                        )
+            data.update(encoding)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _apply_template(self, text: str, index: int) -> str:
+        if self.placeholder_token_id in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
+            return text
+        if self.prompt_template is None:
+            raise ValueError(
+                f"Text {index} ({text!r}) has no placeholder {self.placeholder_token!r} and the processor has no "
+                "`prompt_template`: write the placeholder where the reference image belongs, e.g. "
+                f"'a photo of {self.placeholder_token} that ...'."
+            )
+        return self.prompt_template.replace("{}", text, 1)
+
+    def _prepare_images(self, images) -> list:
+        if isinstance(images, (list, tuple)):
+            images = list(images)
+        elif hasattr(images, "ndim") and not isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)  # a torch batch (batch, channels, height, width)
+        else:
+            images = [images]
+        if not images:
+            raise ValueError("`images` is an empty list.")
+        prepared = []
+        for i, image in enumerate(images):
+            if load_image is not None and isinstance(image, (str, os.PathLike, Image.Image, np.ndarray)):
+                image = load_image(image, name=f"images[{i}]")
+            elif isinstance(image, (str, os.PathLike)):
+                with Image.open(image) as opened:
+                    image = opened.copy()
+            if isinstance(image, Image.Image) and 0 in image.size:
+                raise ValueError(f"`images[{i}]` is empty (size {image.size}).")
+            prepared.append(image)
+        return prepared
+
+
+__all__ = ["LinCIRProcessor", "get_placeholder_token_id"]

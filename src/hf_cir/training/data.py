@@ -1,0 +1,233 @@
+# Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
+"""Training data for hf-cir: caption datasets for LinCIR, embedding datasets for CompoDiff, and a deterministic,
+resumable, process-sharded order of examples.
+
+Every source goes through `datasets`: a Hub dataset name, a folder written by `Dataset.save_to_disk`, or local
+txt / csv / json / jsonl / parquet files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import torch
+
+from .keywords import MASK_FALLBACK_RANDOM_WORD, MASK_FALLBACK_TEMPLATE, CaptionMasker, clean_caption
+
+__all__ = [
+    "IndexStream",
+    "filter_captions",
+    "load_training_dataset",
+    "mask_caption_dataset",
+    "require_columns",
+]
+
+logger = logging.getLogger(__name__)
+
+_BUILDERS = {".txt": "text", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _builder_for(files: Sequence[str]) -> tuple[str, dict]:
+    suffixes = {Path(f).suffix.lower() for f in files}
+    builders = {_BUILDERS.get(suffix) for suffix in suffixes}
+    if None in builders or len(builders) != 1:
+        raise ValueError(
+            f"Training files must all be one of {sorted(_BUILDERS)} (got suffixes {sorted(suffixes)}): {list(files)}"
+        )
+    builder = builders.pop()
+    kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
+    return builder, kwargs
+
+
+def load_training_dataset(
+    dataset_name: str | None = None,
+    train_files: Sequence[str] | None = None,
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    cache_dir: str | None = None,
+) -> datasets.Dataset:
+    """Load one split from a Hub dataset name, a `save_to_disk` folder, a folder of data files, or local files.
+
+    Args:
+        dataset_name (`str`, *optional*): Hub id or local folder (a `save_to_disk` folder, or a folder that
+            `datasets.load_dataset` understands, e.g. parquet files).
+        train_files (`list[str]`, *optional*): Local `.txt` (one caption per line, column `text`), `.csv`, `.tsv`,
+            `.json`, `.jsonl` or `.parquet` files.
+        dataset_config_name (`str`, *optional*): The Hub dataset's configuration.
+        split (`str`, *optional*, defaults to `"train"`): The split to return.
+        cache_dir (`str`, *optional*): The `datasets` cache folder.
+
+    Example:
+
+    ```python
+    >>> import tempfile, pathlib
+    >>> from hf_cir.training import load_training_dataset
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "captions.txt"
+    >>> _ = path.write_text("a red car\\na dog on the grass\\n")
+    >>> load_training_dataset(train_files=[str(path)])["text"]
+    ['a red car', 'a dog on the grass']
+    ```
+    """
+    if (dataset_name is None) == (not train_files):
+        raise ValueError("Pass exactly one of `dataset_name` (Hub id or folder) and `train_files` (local files).")
+    if train_files:
+        missing = [f for f in train_files if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(f"Training file(s) not found: {missing}")
+        builder, kwargs = _builder_for(train_files)
+        return datasets.load_dataset(
+            builder, data_files={split: list(train_files)}, split=split, cache_dir=cache_dir, **kwargs
+        )
+    path = Path(dataset_name)
+    if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{dataset_name} has no split {split!r}; it has {list(loaded)}.")
+            loaded = loaded[split]
+        return loaded
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in _BUILDERS and p.is_file())
+        if not files:
+            raise FileNotFoundError(
+                f"{dataset_name} holds no dataset files ({sorted(_BUILDERS)}) and no saved dataset."
+            )
+        return load_training_dataset(train_files=files, split=split, cache_dir=cache_dir)
+    return datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+
+
+def require_columns(dataset: datasets.Dataset, columns: dict[str, str | None]) -> None:
+    """Raise a `ValueError` listing the dataset's columns when a requested column is missing.
+
+    `columns` maps the argument name (e.g. `"--text_column"`) to the column it names; `None` values are ignored.
+    """
+    for argument, column in columns.items():
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(
+                f"{argument} {column!r} is not a column of the training data; its columns are {dataset.column_names}."
+            )
+
+
+def filter_captions(
+    dataset: datasets.Dataset, text_column: str, placeholder_token: str = "", num_proc: int | None = None
+) -> tuple[datasets.Dataset, int]:
+    """Drop rows whose caption is not a string or is empty after cleaning; return the kept dataset and the number
+    of rows dropped.
+
+    Example:
+
+    ```python
+    >>> import datasets
+    >>> from hf_cir.training import filter_captions
+    >>> kept, skipped = filter_captions(datasets.Dataset.from_dict({"text": ["a cat", None, " ", "$"]}), "text", "$")
+    >>> kept["text"], skipped
+    (['a cat'], 3)
+    ```
+    """
+    require_columns(dataset, {"text_column": text_column})
+
+    def keep(batch):
+        return [bool(clean_caption(text, placeholder_token)) for text in batch[text_column]]
+
+    before = len(dataset)
+    kept = dataset.filter(keep, batched=True, num_proc=num_proc, desc="Dropping empty captions")
+    return kept, before - len(kept)
+
+
+def mask_caption_dataset(
+    dataset: datasets.Dataset,
+    masker: CaptionMasker,
+    text_column: str = "text",
+    num_proc: int | None = None,
+    batch_size: int = 1000,
+    load_from_cache_file: bool = True,
+) -> tuple[datasets.Dataset, dict]:
+    """Tokenize and keyword-mask every caption once, with a batched, multi-process, cached `datasets.map`.
+
+    Returns the dataset with the `CaptionMasker` columns (other columns removed) and statistics: the number of
+    captions, how many took the random-word fallback and how many the truncation fallback, and the extractor used.
+    """
+    require_columns(dataset, {"text_column": text_column})
+    masked = dataset.map(
+        masker,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        fn_kwargs={"text_column": text_column},
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        load_from_cache_file=load_from_cache_file,
+        new_fingerprint=hashlib.sha256(
+            f"{dataset._fingerprint}/{text_column}/{masker.fingerprint()}".encode()
+        ).hexdigest()[:32],
+        desc=f"Masking keywords ({masker.extractor_name})",
+    )
+    fallbacks = masked["mask_fallback"]
+    stats = {
+        "num_captions": len(masked),
+        "random_word_fallbacks": sum(1 for f in fallbacks if f == MASK_FALLBACK_RANDOM_WORD),
+        "template_fallbacks": sum(1 for f in fallbacks if f == MASK_FALLBACK_TEMPLATE),
+        "keyword_extractor": masker.extractor_name,
+        "masking_policy": masker.masking_policy,
+        "mask_unit": masker.mask_unit,
+    }
+    return masked, stats
+
+
+class IndexStream:
+    """An endless, deterministic stream of dataset indices: epoch after epoch, each a fresh seeded permutation.
+
+    The `k`-th index drawn depends only on `(num_items, seed, k)`, so a run resumed at any position reads exactly
+    the examples an uninterrupted run would, and every process can compute the global batch and take its own slice
+    (process `r` of `n` takes rows `r * b : (r + 1) * b` of a global batch of `n * b`), which keeps a 2-process run on
+    the same data as a 1-process run with the same global batch.
+
+    Example:
+
+    ```python
+    >>> from hf_cir.training import IndexStream
+    >>> stream = IndexStream(5, seed=0)
+    >>> first = stream.take(4) + stream.take(4)
+    >>> resumed = IndexStream(5, seed=0, position=4).take(4)
+    >>> first[4:] == resumed and sorted(first[:5]) == [0, 1, 2, 3, 4]
+    True
+    ```
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, position: int = 0, shuffle: bool = True):
+        if num_items < 1:
+            raise ValueError("IndexStream needs at least one item.")
+        self.num_items = num_items
+        self.seed = seed
+        self.position = position
+        self.shuffle = shuffle
+        self._epoch, self._order = None, None
+
+    def _permutation(self, epoch: int) -> list[int]:
+        if self._epoch != epoch:
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._order = torch.randperm(self.num_items, generator=generator).tolist()
+            else:
+                self._order = list(range(self.num_items))
+            self._epoch = epoch
+        return self._order
+
+    @property
+    def epoch(self) -> int:
+        return self.position // self.num_items
+
+    def take(self, count: int) -> list[int]:
+        """The next `count` indices (a batch may run across an epoch boundary)."""
+        indices = []
+        while len(indices) < count:
+            epoch, offset = divmod(self.position, self.num_items)
+            chunk = self._permutation(epoch)[offset : offset + count - len(indices)]
+            indices += chunk
+            self.position += len(chunk)
+        return indices

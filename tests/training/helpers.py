@@ -1,0 +1,75 @@
+"""Running the training scripts in tests: in-process (fast), as a subprocess (to SIGKILL it), or as a real 2-process
+gloo run on CPU (forked workers, like `accelerate.debug_launcher`, on a free port)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"hf_cir_training_script_{name}", ROOT / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+    GradientState._reset_state()
+
+
+def run_in_process(script, argv: list[str]) -> None:
+    _reset_accelerate()
+    try:
+        script.main(script.parse_args([str(a) for a in argv]))
+    finally:
+        _reset_accelerate()
+
+
+def run_subprocess(
+    name: str, argv: list[str], env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "training" / f"{name}.py"), *map(str, argv)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_processes(name: str, argv: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """A real 2-process (gloo, CPU) run: `accelerate launch --multi_gpu --num_processes 2` with the script's `--cpu`
+    flag (on CPU-only machines `accelerate launch --cpu --num_processes 2` starts a single process)."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        str(ROOT / "training" / f"{name}.py"), *map(str, argv), "--cpu",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if result.returncode != 0:
+        raise AssertionError(f"2-process run failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+def weights(path: Path, prefix: str = "") -> dict:
+    return {k: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}

@@ -1,0 +1,194 @@
+"""Training library pieces: data loading from every local format, caption filtering, the resumable index stream,
+crash-safe checkpoints, EMA in safetensors, training model cards and pushing to the Hub (up to the network call)."""
+
+import argparse
+import json
+import os
+
+import datasets
+import pytest
+import torch
+from diffusers.training_utils import EMAModel
+from huggingface_hub import ModelCardData
+
+from hf_cir.training import (
+    IndexStream,
+    check_output_dir,
+    filter_captions,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_ema,
+    load_training_dataset,
+    push_output_to_hub,
+    require_columns,
+    resolve_resume_checkpoint,
+    save_ema,
+    training_arguments,
+    write_training_model_card,
+)
+from hf_cir.training.checkpointing import TRAINING_STATE_NAME
+
+CAPTIONS = ["a red car", "a dog on the grass", "two cats"]
+
+
+@pytest.mark.parametrize("suffix", ["txt", "csv", "json", "jsonl", "parquet"])
+def test_load_training_dataset_reads_every_local_format(tmp_path, suffix):
+    path = tmp_path / f"captions.{suffix}"
+    if suffix == "txt":
+        path.write_text("\n".join(CAPTIONS) + "\n")
+    elif suffix == "parquet":
+        datasets.Dataset.from_dict({"text": CAPTIONS}).to_parquet(str(path))
+    elif suffix == "csv":
+        path.write_text("text,id\n" + "\n".join(f"{c},{i}" for i, c in enumerate(CAPTIONS)) + "\n")
+    else:
+        lines = [json.dumps({"text": c}) for c in CAPTIONS]
+        path.write_text("\n".join(lines) + "\n" if suffix == "jsonl" else "\n".join(lines))
+    dataset = load_training_dataset(train_files=[str(path)], cache_dir=str(tmp_path / "cache"))
+    assert dataset["text"] == CAPTIONS
+
+
+def test_load_training_dataset_reads_saved_and_file_folders(tmp_path):
+    datasets.Dataset.from_dict({"caption": CAPTIONS}).save_to_disk(str(tmp_path / "saved"))
+    assert load_training_dataset(str(tmp_path / "saved"))["caption"] == CAPTIONS
+    (tmp_path / "files").mkdir()
+    datasets.Dataset.from_dict({"caption": CAPTIONS}).to_parquet(str(tmp_path / "files" / "part-0.parquet"))
+    assert load_training_dataset(str(tmp_path / "files"), cache_dir=str(tmp_path / "cache"))["caption"] == CAPTIONS
+
+
+def test_load_training_dataset_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_training_dataset(train_files=[str(tmp_path / "missing.txt")])
+    (tmp_path / "a.xml").write_text("<a/>")
+    with pytest.raises(ValueError, match="must all be one of"):
+        load_training_dataset(train_files=[str(tmp_path / "a.xml")])
+    with pytest.raises(ValueError, match="exactly one"):
+        load_training_dataset()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no dataset files"):
+        load_training_dataset(str(tmp_path / "empty"))
+
+
+def test_missing_column_error_lists_the_columns():
+    dataset = datasets.Dataset.from_dict({"caption": CAPTIONS, "url": ["u"] * 3})
+    with pytest.raises(ValueError, match=r"--text_column 'text'.*\['caption', 'url'\]"):
+        require_columns(dataset, {"--text_column": "text"})
+
+
+def test_filter_captions_skips_and_counts_empty_and_non_string():
+    dataset = datasets.Dataset.from_dict({"text": ["a cat", None, "", "   ", "$", "a dog"]})
+    kept, skipped = filter_captions(dataset, "text", "$")
+    assert kept["text"] == ["a cat", "a dog"] and skipped == 4
+    numbers = datasets.Dataset.from_dict({"text": [1, 2]})
+    kept, skipped = filter_captions(numbers, "text", "$")
+    assert len(kept) == 0 and skipped == 2
+
+
+def test_index_stream_resumes_and_shards():
+    stream = IndexStream(7, seed=5)
+    drawn = [stream.take(3) for _ in range(6)]
+    flat = [i for batch in drawn for i in batch]
+    assert sorted(flat[:7]) == list(range(7)) and sorted(flat[7:14]) == list(range(7))
+    assert flat[:7] != flat[7:14]  # a fresh permutation per epoch
+    resumed = IndexStream(7, seed=5, position=9)
+    assert resumed.take(9) == flat[9:18]
+    assert IndexStream(7, seed=6).take(7) != flat[:7]
+
+
+def _fake_checkpoint(root, step, complete=True):
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    if complete:
+        (folder / TRAINING_STATE_NAME).write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def test_latest_checkpoint_ignores_incomplete_and_temporary_folders(tmp_path):
+    _fake_checkpoint(tmp_path, 2)
+    _fake_checkpoint(tmp_path, 10)
+    _fake_checkpoint(tmp_path, 12, complete=False)  # e.g. copied by hand, half done
+    (tmp_path / ".checkpoint-14.tmp").mkdir()  # a write in progress when the process died
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10"]
+    assert find_latest_checkpoint(tmp_path).name == "checkpoint-10"
+    assert resolve_resume_checkpoint(tmp_path, "latest").name == "checkpoint-10"
+    assert resolve_resume_checkpoint(tmp_path, "checkpoint-2").name == "checkpoint-2"
+    assert resolve_resume_checkpoint(tmp_path / "nothing", "latest") is None
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-99"))
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-12"))
+
+
+def test_check_output_dir_refuses_to_mix_runs(tmp_path):
+    identity = {"script": "train_lincir.py", "data": "a.txt"}
+    check_output_dir(tmp_path, identity, None)
+    _fake_checkpoint(tmp_path, 4)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        check_output_dir(tmp_path, identity, None)
+    check_output_dir(tmp_path, identity, "latest")  # the same run resumes
+    with pytest.raises(ValueError, match=r"another run \(data: checkpoints have 'a.txt', this run has 'b.txt'\)"):
+        check_output_dir(tmp_path, {**identity, "data": "b.txt"}, "latest")
+    check_output_dir(tmp_path, {**identity, "data": "b.txt"}, None, overwrite=True)
+    assert list_checkpoints(tmp_path) == []
+
+
+def test_ema_round_trips_through_safetensors(tmp_path):
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    ema = EMAModel(module.parameters(), decay=0.9)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(1.0)
+        ema.step(module.parameters())
+    names = [n for n, _ in module.named_parameters()]
+    save_ema(ema, names, tmp_path)
+    assert not any(f.suffix in (".bin", ".pkl", ".pt") for f in tmp_path.iterdir())
+    restored = EMAModel(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).parameters(), decay=0.9)
+    load_ema(restored, names, tmp_path)
+    assert restored.optimization_step == ema.optimization_step == 3
+    for a, b in zip(restored.shadow_params, ema.shadow_params):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="no EMA weights"):
+        load_ema(restored, names, tmp_path / "nowhere")
+
+
+def test_training_card_lists_arguments_without_secrets(tmp_path):
+    args = argparse.Namespace(learning_rate=3e-4, train_batch_size=8, hub_token="hf_secret", output_dir=tmp_path)
+    assert "hub_token" not in training_arguments(args)
+    card = write_training_model_card(
+        tmp_path,
+        "no-such-template",
+        ModelCardData(license="apache-2.0", tags=["hf-cir"]),
+        "train_lincir.py",
+        args,
+        data={"captions": 3},
+        results={"final_train_loss": 0.1},
+    )
+    text = (tmp_path / "README.md").read_text()
+    assert "| `learning_rate` | `0.0003` |" in text and "| `train_batch_size` | `8` |" in text
+    assert "hf_secret" not in text and "| captions | `3` |" in text
+    assert card.data.license == "apache-2.0"
+
+
+def test_push_to_hub_uploads_the_model_without_training_state(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n")
+    _fake_checkpoint(tmp_path, 2)
+    calls = {}
+
+    class RepoUrl:
+        repo_id = "me/model"
+
+    monkeypatch.setattr(
+        huggingface_hub, "create_repo", lambda repo_id, **kw: calls.setdefault("create", (repo_id, kw)) and RepoUrl()
+    )
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: calls.setdefault("upload", kw))
+    push_output_to_hub(tmp_path, "me/model", token="t", private=True)
+    assert calls["create"] == ("me/model", {"exist_ok": True, "token": "t", "private": True})
+    upload = calls["upload"]
+    assert upload["repo_id"] == "me/model" and upload["folder_path"] == str(tmp_path)
+    assert "checkpoint-*" in upload["ignore_patterns"] and "training_run.json" in upload["ignore_patterns"]
+    os.remove(tmp_path / "README.md")
+    with pytest.raises(FileNotFoundError, match="README.md"):
+        push_output_to_hub(tmp_path, "me/model")

@@ -1,0 +1,360 @@
+#!/usr/bin/env python
+# Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
+"""Embed images and texts once with CompoDiff's CLIP encoders, so that prior training never runs CLIP.
+
+    accelerate launch training/precompute_embeddings.py --task t2i \\
+        --dataset_name my/image-captions --image_column image --text_column caption \\
+        --pipeline_name_or_path path/to/compodiff-pipeline --output_dir embeddings/t2i
+
+The output folder (`embeddings_info.json`, `null_text_embeds.safetensors`, parquet chunks under `data/`) is the
+format `training/train_compodiff.py --train_data` reads (training/README.md). Work is split across processes chunk
+by chunk; chunks already written are skipped, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from safetensors.torch import save_file
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
+
+from hf_cir.training import load_training_dataset, mixed_precision_dtype, require_columns
+from hf_cir.training.embeddings import (
+    EMBEDDINGS_DATA_DIR,
+    EMBEDDINGS_INFO_NAME,
+    NULL_TEXT_EMBEDS_NAME,
+    preprocess_masks,
+)
+from hf_cir.utils import atomic_file, load_image
+
+logger = get_logger(__name__, log_level="INFO")
+RUN_NAME = "precompute_run.json"
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description="Precompute CLIP embeddings for CompoDiff prior training.")
+    parser.add_argument("--task", required=True, choices=["t2i", "triplet", "masked"])
+    parser.add_argument("--dataset_name", type=str, default=None, help="Hub dataset id or local dataset folder.")
+    parser.add_argument("--dataset_config_name", type=str, default=None)
+    parser.add_argument("--train_file", type=str, nargs="+", default=None, help="Local csv/json/jsonl/parquet files.")
+    parser.add_argument("--dataset_split", type=str, default="train")
+    parser.add_argument("--image_root", type=str, default=None, help="Folder that relative image paths start from.")
+    parser.add_argument("--text_column", type=str, default="text", help="Caption (t2i, masked) or modification text.")
+    parser.add_argument("--image_column", type=str, default="image", help="The image (t2i, masked).")
+    parser.add_argument("--reference_image_column", type=str, default="reference_image", help="Triplets.")
+    parser.add_argument("--target_image_column", type=str, default="target_image", help="Triplets.")
+    parser.add_argument("--reverse_text_column", type=str, default=None, help="Triplets: target -> reference text.")
+    parser.add_argument("--mask_column", type=str, default="mask", help="Masked examples: single-channel mask images.")
+    parser.add_argument("--mask_size", type=int, default=64, help="The prior's mask side.")
+    parser.add_argument(
+        "--pipeline_name_or_path", type=str, default=None, help="Take the encoders from this pipeline."
+    )
+    parser.add_argument("--text_encoder_name_or_path", type=str, default=None)
+    parser.add_argument("--image_encoder_name_or_path", type=str, default=None)
+    parser.add_argument("--tokenizer_name_or_path", type=str, default=None, help="Defaults to the text encoder's.")
+    parser.add_argument(
+        "--image_processor_name_or_path", type=str, default=None, help="Defaults to the image encoder's."
+    )
+    parser.add_argument("--output_dir", type=str, required=True)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument(
+        "--chunk_size", type=int, default=1024, help="Rows per parquet chunk (the unit of resumption)."
+    )
+    parser.add_argument("--max_samples", type=int, default=None)
+    parser.add_argument("--embedding_dtype", type=str, default="float32", choices=["float32", "float16"])
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--cache_dir", type=str, default=None)
+    parser.add_argument("--cpu", action="store_true")
+    args = parser.parse_args(input_args)
+    if (args.dataset_name is None) == (args.train_file is None):
+        parser.error("pass exactly one of --dataset_name and --train_file.")
+    if args.pipeline_name_or_path is None and (
+        args.text_encoder_name_or_path is None or args.image_encoder_name_or_path is None
+    ):
+        parser.error(
+            "pass --pipeline_name_or_path, or both --text_encoder_name_or_path and --image_encoder_name_or_path."
+        )
+    for name in ("batch_size", "chunk_size", "mask_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1.")
+    return args
+
+
+def encoder_sources(args) -> dict[str, tuple[str, str | None]]:
+    """(name or path, subfolder) of each encoder component."""
+    if args.pipeline_name_or_path is not None:
+        base = args.pipeline_name_or_path
+        return {
+            "text_encoder": (
+                args.text_encoder_name_or_path or base,
+                None if args.text_encoder_name_or_path else "text_encoder",
+            ),
+            "tokenizer": (args.tokenizer_name_or_path or base, None if args.tokenizer_name_or_path else "tokenizer"),
+            "image_encoder": (
+                args.image_encoder_name_or_path or base,
+                None if args.image_encoder_name_or_path else "image_encoder",
+            ),
+            "image_processor": (
+                args.image_processor_name_or_path or base,
+                None if args.image_processor_name_or_path else "image_processor",
+            ),
+        }
+    return {
+        "text_encoder": (args.text_encoder_name_or_path, None),
+        "tokenizer": (args.tokenizer_name_or_path or args.text_encoder_name_or_path, None),
+        "image_encoder": (args.image_encoder_name_or_path, None),
+        "image_processor": (args.image_processor_name_or_path or args.image_encoder_name_or_path, None),
+    }
+
+
+def _load(cls, source, **kwargs):
+    name, subfolder = source
+    return (
+        cls.from_pretrained(name, subfolder=subfolder, **kwargs) if subfolder else cls.from_pretrained(name, **kwargs)
+    )
+
+
+def task_columns(args) -> dict[str, str]:
+    if args.task == "triplet":
+        columns = {
+            "--reference_image_column": args.reference_image_column,
+            "--target_image_column": args.target_image_column,
+        }
+        if args.reverse_text_column:
+            columns["--reverse_text_column"] = args.reverse_text_column
+    elif args.task == "masked":
+        columns = {"--image_column": args.image_column, "--mask_column": args.mask_column}
+    else:
+        columns = {"--image_column": args.image_column}
+    return {"--text_column": args.text_column, **columns}
+
+
+def open_image(value, root: str | None, name: str, mode: str | None = "RGB"):
+    """A PIL image from a datasets Image value, a `{"bytes", "path"}` dict, or a path (relative to `root`)."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            value = Image.open(io.BytesIO(value["bytes"]))
+        else:
+            value = value.get("path")
+    if isinstance(value, str) and root is not None and not os.path.isabs(value):
+        value = os.path.join(root, value)
+    if mode is None:  # masks keep their single channel
+        if isinstance(value, str):
+            if not os.path.isfile(value):
+                raise FileNotFoundError(f"{name}: no such file {value}")
+            with Image.open(value) as handle:
+                handle.load()
+                return handle.copy()
+        return value
+    return load_image(value, name=name)
+
+
+class Encoders:
+    def __init__(self, args, device, dtype):
+        sources = encoder_sources(args)
+        self.tokenizer = _load(AutoTokenizer, sources["tokenizer"])
+        self.image_processor = _load(AutoImageProcessor, sources["image_processor"])
+        self.text_encoder = _load(CLIPTextModel, sources["text_encoder"], dtype=dtype).to(device).eval()
+        self.image_encoder = (
+            _load(CLIPVisionModelWithProjection, sources["image_encoder"], dtype=dtype).to(device).eval()
+        )
+        self.device, self.dtype = device, dtype
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        """The text encoder's last hidden state over all positions, padded to the context, with each text's own
+        attention mask (as `CompoDiffPipeline.encode_prompt`)."""
+        tokens = self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        output = self.text_encoder(
+            input_ids=tokens.input_ids.to(self.device), attention_mask=tokens.attention_mask.to(self.device)
+        )
+        return output.last_hidden_state.float().cpu()
+
+    @torch.no_grad()
+    def pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(self.device, self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=pixel_values).image_embeds.float().cpu()
+
+    def images(self, images) -> torch.Tensor:
+        return self.pixels(self.image_processor(images=images, return_tensors="pt").pixel_values)
+
+
+def embed_rows(args, encoders: Encoders, rows: dict, start: int) -> dict[str, list]:
+    texts = rows[args.text_column]
+    bad = [start + i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"--text_column {args.text_column!r}: rows {bad[:10]} are not strings.")
+    out = {"id": list(range(start, start + len(texts))), "task": [args.task] * len(texts)}
+    out["text_embeds"] = encoders.texts(texts)
+    if args.task == "t2i":
+        images = [open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.image_column])]
+        out["target_image_embeds"] = encoders.images(images)
+    elif args.task == "triplet":
+        references = [
+            open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.reference_image_column])
+        ]
+        targets = [
+            open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.target_image_column])
+        ]
+        out["reference_image_embeds"] = encoders.images(references)
+        out["target_image_embeds"] = encoders.images(targets)
+        if args.reverse_text_column:
+            out["reverse_text_embeds"] = encoders.texts(rows[args.reverse_text_column])
+    else:
+        images = [open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.image_column])]
+        masks = [
+            open_image(v, args.image_root, f"row {start + i} mask", mode=None)
+            for i, v in enumerate(rows[args.mask_column])
+        ]
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            if image.size != mask.size:
+                raise ValueError(f"Row {start + i}: the mask has size {mask.size} but its image {image.size}.")
+        pixel_values = encoders.image_processor(images=images, return_tensors="pt").pixel_values
+        grid, small = preprocess_masks(masks, encoders.image_processor, args.mask_size)
+        out["target_image_embeds"] = encoders.pixels(pixel_values)
+        out["reference_image_embeds"] = encoders.pixels(pixel_values * (1.0 - grid))  # masked region zeroed
+        out["mask"] = small.to(torch.uint8)
+    return out
+
+
+def features(args, text_shape, embedding_dim) -> datasets.Features:
+    float_type = args.embedding_dtype
+    spec = {
+        "id": datasets.Value("int64"),
+        "task": datasets.Value("string"),
+        "text_embeds": datasets.Array2D(shape=tuple(text_shape), dtype=float_type),
+        "target_image_embeds": datasets.Sequence(datasets.Value(float_type), length=embedding_dim),
+    }
+    if args.task in ("triplet", "masked"):
+        spec["reference_image_embeds"] = datasets.Sequence(datasets.Value(float_type), length=embedding_dim)
+    if args.task == "triplet" and args.reverse_text_column:
+        spec["reverse_text_embeds"] = datasets.Array2D(shape=tuple(text_shape), dtype=float_type)
+    if args.task == "masked":
+        spec["mask"] = datasets.Array2D(shape=(args.mask_size, args.mask_size), dtype="uint8")
+    return datasets.Features(spec)
+
+
+def write_chunk(path: Path, columns: dict, feature_spec: datasets.Features, dtype: str) -> None:
+    numpy_columns = {
+        key: (value.numpy().astype(dtype) if value.is_floating_point() else value.numpy())
+        if isinstance(value, torch.Tensor)
+        else value
+        for key, value in columns.items()
+    }
+    chunk = datasets.Dataset.from_dict(numpy_columns, features=feature_spec)
+    tmp = path.with_name(f".{path.name}.tmp")
+    chunk.to_parquet(str(tmp))
+    os.replace(tmp, path)
+
+
+def run_identity(args) -> dict:
+    keys = ("task", "dataset_name", "dataset_config_name", "train_file", "dataset_split", "text_column", "image_column",
+            "reference_image_column", "target_image_column", "reverse_text_column", "mask_column", "mask_size",
+            "pipeline_name_or_path", "text_encoder_name_or_path", "image_encoder_name_or_path", "tokenizer_name_or_path",
+            "image_processor_name_or_path", "chunk_size", "max_samples", "embedding_dtype")  # fmt: skip
+    return {key: getattr(args, key) for key in keys}
+
+
+def main(args):
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    output_dir = Path(args.output_dir)
+    data_dir = output_dir / EMBEDDINGS_DATA_DIR
+    if accelerator.is_main_process:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        run_file = output_dir / RUN_NAME
+        identity = run_identity(args)
+        if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
+            raise ValueError(
+                f"--output_dir {output_dir} holds embeddings of another run ({run_file}); choose another --output_dir."
+            )
+        with atomic_file(run_file, "w") as handle:
+            json.dump(identity, handle, indent=2)
+    accelerator.wait_for_everyone()
+
+    with accelerator.main_process_first():
+        dataset = load_training_dataset(
+            args.dataset_name, args.train_file, args.dataset_config_name, args.dataset_split, args.cache_dir
+        )
+    require_columns(dataset, task_columns(args))
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty.")
+
+    dtype = mixed_precision_dtype(accelerator.mixed_precision)
+    encoders = Encoders(args, accelerator.device, dtype)
+    num_chunks = (len(dataset) + args.chunk_size - 1) // args.chunk_size
+    mine = [c for c in range(num_chunks) if c % accelerator.num_processes == accelerator.process_index]
+    written = skipped = 0
+    for chunk in mine:
+        path = data_dir / f"chunk-{chunk:06d}.parquet"
+        if path.is_file():
+            skipped += 1
+            continue
+        start, stop = chunk * args.chunk_size, min((chunk + 1) * args.chunk_size, len(dataset))
+        parts = []
+        for batch_start in range(start, stop, args.batch_size):
+            rows = dataset[batch_start : min(batch_start + args.batch_size, stop)]
+            parts.append(embed_rows(args, encoders, rows, batch_start))
+        columns = {
+            key: torch.cat([p[key] for p in parts])
+            if isinstance(parts[0][key], torch.Tensor)
+            else sum((p[key] for p in parts), [])
+            for key in parts[0]
+        }
+        spec = features(args, columns["text_embeds"].shape[1:], columns["target_image_embeds"].shape[1])
+        write_chunk(path, columns, spec, args.embedding_dtype)
+        written += 1
+        logger.info(f"chunk {chunk + 1}/{num_chunks}: rows {start}-{stop - 1}", main_process_only=False)
+    logger.info(
+        f"process {accelerator.process_index}: {written} chunks written, {skipped} already done",
+        main_process_only=False,
+    )
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        null_text = encoders.texts([""])
+        save_file({"null_text_embeds": null_text.contiguous()}, str(output_dir / NULL_TEXT_EMBEDS_NAME))
+        sources = encoder_sources(args)
+        info = {
+            "task": args.task,
+            "num_rows": len(dataset),
+            "num_chunks": num_chunks,
+            "embedding_dim": encoders.image_encoder.config.projection_dim,
+            "text_embed_dim": encoders.text_encoder.config.hidden_size,
+            "text_length": int(null_text.shape[1]),
+            "mask_size": args.mask_size if args.task == "masked" else None,
+            "embedding_dtype": args.embedding_dtype,
+            "null_text_embeds": NULL_TEXT_EMBEDS_NAME,
+            **{
+                name: {"name_or_path": str(Path(src[0]).resolve()) if Path(src[0]).exists() else src[0], "subfolder": src[1]}
+                for name, src in sources.items()
+            },
+        }
+        with atomic_file(output_dir / EMBEDDINGS_INFO_NAME, "w") as handle:
+            json.dump(info, handle, indent=2)
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
