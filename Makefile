@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# A CPU machine must never pull the multi-GB CUDA build: install torch first when none is present.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,spacy]"
 	@# Only for the CLIP BPE merges file it ships; its import needs torchvision, which we never install.
 	$(BIN)/python -m pip install -q --no-deps "open-clip-torch>=2.20"
 	touch $(STAMP)

@@ -139,8 +139,8 @@ def run_config(pipe, batch: int, samples: int, steps: int, repeats: int, seed: i
         "ratio": plain.best / fast.best,
         "bound": plain.best / irreducible,
         "irreducible s": irreducible,
-        "max |diff|": difference,
-        "max |out|": scale,
+        "max abs diff": difference,
+        "max abs out": scale,
         "evaluations": evaluations,
     }
 
@@ -207,8 +207,8 @@ def main(argv=None) -> dict:
         "ratio",
         "bound",
         "target",
-        "max |diff|",
-        "max |out|",
+        "max abs diff",
+        "max abs out",
         "repeats",
     ]
     print()

@@ -139,3 +139,11 @@ def test_built_from_parts(tiny_clip_dir):
         AutoImageProcessor.from_pretrained(tiny_clip_dir), AutoTokenizer.from_pretrained(tiny_clip_dir)
     )
     assert built.prompt_template == "a photo of $ that {}" and built.placeholder_token == "$"
+
+
+def test_from_pretrained_placeholder_override_keeps_tokenizer_vocabulary(tiny_clip_dir):
+    processor = LinCIRProcessor.from_pretrained(tiny_clip_dir, placeholder_token="$", prompt_template="$ but {}")
+    assert processor.placeholder_token_id == 259
+    assert len(processor.tokenizer) == 49408
+    ids = processor(images=Image.new("RGB", (8, 8)), text="red")["input_ids"]
+    assert processor.batch_decode(ids, skip_special_tokens=True) == ["$ but red"]

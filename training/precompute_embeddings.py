@@ -347,7 +347,10 @@ def main(args):
             "embedding_dtype": args.embedding_dtype,
             "null_text_embeds": NULL_TEXT_EMBEDS_NAME,
             **{
-                name: {"name_or_path": str(Path(src[0]).resolve()) if Path(src[0]).exists() else src[0], "subfolder": src[1]}
+                name: {
+                    "name_or_path": str(Path(src[0]).resolve()) if Path(src[0]).exists() else src[0],
+                    "subfolder": src[1],
+                }
                 for name, src in sources.items()
             },
         }

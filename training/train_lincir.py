@@ -56,6 +56,7 @@ from hf_cir.training import (
     training_details_markdown,
 )
 from hf_cir.training.checkpointing import _debug_kill
+from hf_cir.training.validation import benchmark_validation
 from hf_cir.utils import atomic_directory
 
 logger = get_logger(__name__, log_level="INFO")
@@ -152,6 +153,14 @@ def parse_args(input_args=None):
         default=None,
         help="'package.module:function' or 'file.py:function' called as fn(model, processor, step) -> dict of metrics.",
     )
+    parser.add_argument(
+        "--validation_benchmark",
+        type=str,
+        default=None,
+        help="Validate on an hf_cir.evaluation benchmark instead: cirr, circo, fashioniq, genecis or toy.",
+    )
+    parser.add_argument("--validation_data_dir", type=str, default=None, help="The benchmark's data folder.")
+    parser.add_argument("--validation_split", type=str, default="val")
     parser.add_argument("--validation_steps", type=int, default=100, help="Validate every N steps.")
     parser.add_argument(
         "--validation_metric", type=str, default=None, help="Metric that picks the best model (default: first)."
@@ -183,6 +192,8 @@ def parse_args(input_args=None):
         parser.error(f"--max_grad_norm must be > 0, got {args.max_grad_norm}.")
     if args.noise_std is not None and args.noise_std < 0:
         parser.error(f"--noise_std must be >= 0, got {args.noise_std}.")
+    if args.validation_fn is not None and args.validation_benchmark is not None:
+        parser.error("pass at most one of --validation_fn and --validation_benchmark.")
     if args.push_to_hub and args.hub_model_id is None:
         args.hub_model_id = Path(args.output_dir).name
     return args
@@ -210,14 +221,9 @@ def model_overrides(args) -> dict:
 
 def load_processor(args) -> LinCIRProcessor:
     """The CLIP checkpoint's image processor and tokenizer as a LinCIR processor with the run's placeholder."""
-    processor = LinCIRProcessor.from_pretrained(args.clip_model_name_or_path)
-    if args.placeholder_token is not None and args.placeholder_token != processor.placeholder_token:
-        # Not a `from_pretrained` keyword: transformers would hand a `*_token` keyword to the tokenizer as a new
-        # special token.
-        processor = LinCIRProcessor(
-            processor.image_processor, processor.tokenizer, placeholder_token=args.placeholder_token
-        )
-    return processor
+    if args.placeholder_token is None:
+        return LinCIRProcessor.from_pretrained(args.clip_model_name_or_path)
+    return LinCIRProcessor.from_pretrained(args.clip_model_name_or_path, placeholder_token=args.placeholder_token)
 
 
 def main(args):
@@ -346,6 +352,15 @@ def main(args):
     accelerator.register_load_state_pre_hook(load_model_hook)
 
     validation_fn = import_callable(args.validation_fn) if args.validation_fn else None
+    if args.validation_benchmark is not None and accelerator.is_main_process:
+        validation_fn = benchmark_validation(
+            args.validation_benchmark,
+            args.validation_data_dir,
+            split=args.validation_split,
+            cache_dir=output_dir / ".validation_cache",
+        )
+    elif args.validation_benchmark is not None:
+        validation_fn = lambda *_: {}  # noqa: E731  (validation runs on the main process only)
     if accelerator.is_main_process:
         tracker_config = {k: v for k, v in training_arguments(args).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("train_lincir", config=tracker_config)

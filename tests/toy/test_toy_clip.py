@@ -5,7 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+from transformers import (
+    AutoImageProcessor,
+    AutoTokenizer,
+    CLIPModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionModelWithProjection,
+)
 
 from hf_cir.toy import ToyWorld
 from hf_cir.toy.clip import (
@@ -32,7 +38,11 @@ def test_fast_normalisation_equals_the_processor():
     world = ToyWorld()
     processor = build_toy_image_processor()
     images = world.render_batch(world.combinations[:5], variants=[0, 1, 2, 3, 4])
-    expected = torch.as_tensor(processor([world.render(c, v) for c, v in zip(world.combinations[:5], range(5))], return_tensors="pt")["pixel_values"])
+    expected = torch.as_tensor(
+        processor([world.render(c, v) for c, v in zip(world.combinations[:5], range(5))], return_tensors="pt")[
+            "pixel_values"
+        ]
+    )
     assert torch.allclose(pixel_values_from_uint8(images, processor), expected, atol=1e-5)
     with pytest.raises(ValueError, match="processor crops"):
         pixel_values_from_uint8(np.zeros((1, 16, 16, 3), dtype=np.uint8), processor)
@@ -41,7 +51,9 @@ def test_fast_normalisation_equals_the_processor():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     output = tmp_path_factory.mktemp("toy") / "clip"
-    args = ToyCLIPTrainingArguments(steps=3, batch_size=16, variants=1, hidden_size=32, intermediate_size=64, num_heads=2)
+    args = ToyCLIPTrainingArguments(
+        steps=3, batch_size=16, variants=1, hidden_size=32, intermediate_size=64, num_heads=2
+    )
     metrics = train_toy_clip(output, args=args, log_every=0)
     return output, metrics
 
@@ -59,8 +71,12 @@ def test_training_writes_a_loadable_clip_folder(trained):
     pixels = processor([world.render(world.combinations[0])], return_tensors="pt")["pixel_values"]
     tokens = tokenizer(["a small red circle on the left on a plain background"], return_tensors="pt")
     with torch.no_grad():
-        assert torch.allclose(model.get_image_features(pixel_values=pixels).pooler_output, vision_tower(pixels).image_embeds, atol=1e-6)
-        assert torch.allclose(model.get_text_features(**tokens).pooler_output, text_tower(**tokens).text_embeds, atol=1e-6)
+        assert torch.allclose(
+            model.get_image_features(pixel_values=pixels).pooler_output, vision_tower(pixels).image_embeds, atol=1e-6
+        )
+        assert torch.allclose(
+            model.get_text_features(**tokens).pooler_output, text_tower(**tokens).text_embeds, atol=1e-6
+        )
     record = json.loads((output / "training_args.json").read_text())
     assert record["args"]["steps"] == 3 and "text_to_image_r1" in record["metrics"]
     card = (output / "README.md").read_text()

@@ -359,3 +359,30 @@ def test_bad_input_fails_clearly(embeddings, stage1, stage2, tmp_path, capsys):
                 *stage_args(tmp_path / "d"),
             ],
         )
+
+
+def test_precompute_splits_chunks_across_two_processes(embeddings, tmp_path):
+    output_dir = tmp_path / "two"
+    argv = [
+        "--task",
+        "t2i",
+        "--train_file",
+        embeddings["files"]["t2i"],
+        "--output_dir",
+        output_dir,
+        "--chunk_size",
+        3,
+        *embeddings["common"],
+    ]
+    result = run_two_processes("precompute_embeddings", argv)
+    assert (
+        "[RANK 1] process 1: 1 chunks written" in result.stderr
+        and "[RANK 0] process 0: 2 chunks written" in result.stderr
+    )
+    two, info = load_embedding_dataset(str(output_dir))
+    one, _ = load_embedding_dataset(str(embeddings["t2i"]))
+    assert list(two["id"]) == list(range(8)) and info["num_rows"] == 8
+    for column in ("target_image_embeds", "text_embeds"):
+        torch.testing.assert_close(
+            two.with_format("torch")[column], one.with_format("torch")[column], rtol=0, atol=1e-5
+        )

@@ -159,15 +159,43 @@ def score_peaking_at_step_4(model, processor, step):
 """
 
 
-def test_validation_hook_logs_and_keeps_the_best(tiny_clip_dir, captions_file, tmp_path):
+def test_validation_hook_keeps_the_best_and_the_output_is_pushed(tiny_clip_dir, captions_file, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    pushed = {}
+
+    class RepoUrl:
+        repo_id = "me/lincir-test"
+
+    monkeypatch.setattr(
+        huggingface_hub, "create_repo", lambda repo_id, **kw: pushed.setdefault("repo", repo_id) and RepoUrl()
+    )
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: pushed.setdefault("upload", kw))
     output_dir = tmp_path / "validated"
     (tmp_path / "validation.py").write_text(VALIDATION_FILE)
     validation_fn = f"{tmp_path / 'validation.py'}:score_peaking_at_step_4"
     args = base_args(tiny_clip_dir, captions_file, output_dir, "--validation_fn", validation_fn)
-    run_in_process(SCRIPT, [*args, "--validation_steps", 2, "--checkpointing_steps", 100])
+    run_in_process(
+        SCRIPT,
+        [
+            *args,
+            "--validation_steps",
+            2,
+            "--checkpointing_steps",
+            100,
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/lincir-test",
+            "--hub_token",
+            "hf_x",
+        ],
+    )
     log = json.loads((output_dir / "training_log.json").read_text())
     assert [h["validation/score"] for h in log if "validation/score" in h] == [-2.0, 0.0, -2.0]
     best = json.loads((output_dir / "best" / "validation.json").read_text())
     assert best["step"] == 4 and best["score"] == 0.0
     assert LinCIRModel.from_pretrained(output_dir / "best").config.placeholder_token_id == 259
-    assert "best_score" in (output_dir / "README.md").read_text()
+    card = (output_dir / "README.md").read_text()
+    assert "best_score" in card and "me/lincir-test" in card and "hf_x" not in card
+    assert pushed["repo"] == "me/lincir-test" and pushed["upload"]["folder_path"] == str(output_dir)
+    assert pushed["upload"]["token"] == "hf_x" and "best/*" in pushed["upload"]["ignore_patterns"]

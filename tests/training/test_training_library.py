@@ -192,3 +192,16 @@ def test_push_to_hub_uploads_the_model_without_training_state(tmp_path, monkeypa
     os.remove(tmp_path / "README.md")
     with pytest.raises(FileNotFoundError, match="README.md"):
         push_output_to_hub(tmp_path, "me/model")
+
+
+def test_benchmark_validation_evaluates_the_model_being_trained(tiny_clip_dir):
+    from hf_cir import LinCIRModel, LinCIRProcessor
+    from hf_cir.training.validation import benchmark_validation
+
+    model = LinCIRModel.from_clip(tiny_clip_dir)
+    processor = LinCIRProcessor.from_pretrained(tiny_clip_dir)
+    validate = benchmark_validation("toy", num_queries=4)
+    metrics = validate(model, processor, 10)
+    assert {"recall@1", "recall@10"} <= set(metrics) and all(0.0 <= v <= 100.0 for v in metrics.values())
+    with pytest.raises(ValueError, match="Unknown benchmark"):
+        benchmark_validation("nope")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EXAMPLE = """example:
-  hf-cir demo                          # 6 queries, recall table, toy_demo.png
+  hf-cir demo                          # 6 queries, recall table, toy_runs/demo.png
   hf-cir demo --num-queries 3 --output /tmp/demo.png --recall-queries 0
 """
 
@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--output", default="toy_demo.png", help="the contact sheet PNG (default: toy_demo.png)")
+    parser.add_argument(
+        "--output", default="toy_runs/demo.png", help="the contact sheet PNG (default: toy_runs/demo.png)"
+    )
     parser.add_argument("--num-queries", type=int, default=6, help="composed queries to show (default: 6)")
     parser.add_argument("--top-k", type=int, default=5, help="results per method (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="picks the queries and renderings (default: 0)")

@@ -41,10 +41,11 @@ _DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 # Below this many queries a CPU float32 scan is bound by memory bandwidth, and torch's single-threaded matrix-vector
 # kernel leaves the other cores idle: the chunks are then spread over a thread pool (torch releases the GIL).
 _THREADED_MAX_QUERIES = 4
-_CHUNK_ROWS = 16384
-
-# A low-precision chunk converted to float32 for a batch of queries stays in the last-level cache at this size.
-_CONVERT_CHUNK_ROWS = 4096
+# Chunks are as large as a score block of this many bytes allows: each chunk is one matrix product, and every call
+# of a parallel kernel costs a synchronisation of the thread team (milliseconds on a machine busy with other work).
+_SCORE_BLOCK_BYTES = 16 << 20
+# A low-precision chunk converted to float32 (for a batch of queries on CPU) stays below this many bytes.
+_CONVERT_BLOCK_BYTES = 64 << 20
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -162,8 +163,9 @@ class ExactIndex:
             inner products are cosine similarities. Kept on its device.
         dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): storage type: `torch.float32`,
             `torch.float16` or `torch.bfloat16`.
-        chunk_size (`int`, *optional*, defaults to 16384): rows scored at a time; bounds the temporary memory to
-            `B x chunk_size` floats.
+        chunk_size (`int`, *optional*): rows scored at a time. By default as many as a 16 MiB block of `B x rows`
+            float32 scores holds (the whole gallery for one query up to 4M rows: a few large products cost less
+            than many small ones); a 256 MiB block on an accelerator.
 
     Example:
 
@@ -179,14 +181,16 @@ class ExactIndex:
     """
 
     def __init__(
-        self, embeddings: torch.Tensor, dtype: torch.dtype = torch.float32, chunk_size: int = _CHUNK_ROWS
+        self, embeddings: torch.Tensor, dtype: torch.dtype = torch.float32, chunk_size: int | None = None
     ) -> None:
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(
                 f"`dtype` must be one of {', '.join(map(str, _SUPPORTED_DTYPES))} for an ExactIndex, got {dtype}."
             )
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
         embeddings = _check_embeddings(embeddings)
         self.embeddings = embeddings.detach().to(dtype=dtype).contiguous()
         self.chunk_size = chunk_size
@@ -217,12 +221,14 @@ class ExactIndex:
     def __repr__(self) -> str:
         return f"ExactIndex(ntotal={self.ntotal}, dim={self.dim}, dtype={self.dtype}, device={self.device})"
 
-    def _chunks(self, threads: int, batch: int, convert: bool = False) -> list[tuple[int, int]]:
+    def _chunks(self, threads: int, batch: int, convert: bool) -> list[tuple[int, int]]:
         n = self.ntotal
-        rows = min(self.chunk_size, _CONVERT_CHUNK_ROWS) if convert else self.chunk_size
-        if self.device.type != "cpu":
-            # An accelerator wants few large products: chunks as large as a 256 MiB score block allows.
-            rows = max(rows, (256 << 20) // (4 * batch))
+        rows = self.chunk_size
+        if rows is None:
+            budget = _SCORE_BLOCK_BYTES if self.device.type == "cpu" else 16 * _SCORE_BLOCK_BYTES
+            rows = max(1, budget // (4 * max(batch, 1)))
+            if convert:
+                rows = min(rows, max(1, _CONVERT_BLOCK_BYTES // (4 * self.dim)))
         count = max(1, math.ceil(n / rows))
         count = math.ceil(count / threads) * threads if count > 1 or threads > 1 else count
         count = min(count, n)
@@ -249,7 +255,7 @@ class ExactIndex:
         batch = queries.shape[0]
         # Low-precision scores can misorder near-ties: keep a margin of candidates and re-score them in float32.
         # On CPU, torch's half-precision matrix-vector kernel is fast (parallel, memory-bound) but its matrix-matrix
-        # kernel is not: a batch of queries converts each chunk to float32 in cache instead (exact scores).
+        # kernel is not: a batch of queries converts each chunk to float32 instead (exact scores).
         native_low = low_precision and (not on_cpu or batch == 1)
         per_chunk = min(2 * k + 16, self.ntotal) if native_low else k
         query_operand = queries.to(self.dtype) if native_low else queries
@@ -297,8 +303,9 @@ class ExactIndex:
             "format": _EXACT_FORMAT,
             "format_version": str(_FORMAT_VERSION),
             "dtype": _DTYPE_NAMES[self.dtype],
-            "chunk_size": str(self.chunk_size),
         }
+        if self.chunk_size is not None:
+            metadata["chunk_size"] = str(self.chunk_size)
         with atomic_file(path, "wb") as handle:
             _write_safetensors(handle, "embeddings", self.embeddings, metadata)
 
@@ -325,7 +332,7 @@ class ExactIndex:
             raise ValueError(f"Exact index file {path} is corrupt or not a safetensors file ({error}).") from error
         index = cls.__new__(cls)
         index.embeddings = embeddings.contiguous()
-        index.chunk_size = int(metadata.get("chunk_size", _CHUNK_ROWS))
+        index.chunk_size = int(metadata["chunk_size"]) if "chunk_size" in metadata else None
         return index
 
 

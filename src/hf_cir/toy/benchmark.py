@@ -65,7 +65,9 @@ class ToyBenchmark(Benchmark):
         world_seed: int = 0,
     ):
         if data_dir is not None:
-            raise ValueError(f"toy: the toy benchmark is rendered from seeds and takes no data directory (got {data_dir}).")
+            raise ValueError(
+                f"toy: the toy benchmark is rendered from seeds and takes no data directory (got {data_dir})."
+            )
         super().__init__(None, split)
         if num_queries < 1:
             raise ValueError(f"toy: `num_queries` must be at least 1; got {num_queries}.")
@@ -166,6 +168,12 @@ TOY_METHODS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Sampling settings of the toy CompoDiff in the toy table and the demo. The pipeline's defaults (the reference's
+# 7.5 / 1.5) over-steer this small prior; these were chosen on validation queries whose targets are training
+# combinations (`ToyBenchmark(split="train", seed=7)`), never on the held-out queries.
+TOY_COMPODIFF_SAMPLING: dict[str, float | int] = {"guidance_scale": 1.5, "image_guidance_scale": 2.0}
+
+
 def load_toy_models(checkpoints_dir: str | os.PathLike | None = None, device: str | None = "cpu") -> dict:
     """The toy retrieval models by name: `lincir`, `untrained` (LinCIR around the toy CLIP, phi seeded with 0) and
     `compodiff` (when its folder exists). Folders default to the checkpoints shipped in `hf_cir/toy/checkpoints`.
@@ -182,22 +190,24 @@ def load_toy_models(checkpoints_dir: str | os.PathLike | None = None, device: st
 
     from ..models.lincir import LinCIRModel, LinCIRProcessor
     from ..retrieval import LinCIRRetrievalModel, load_retrieval_model
-    from ._compat import patch_placeholder_probe
     from .checkpoints import default_checkpoints_dir
 
-    patch_placeholder_probe()
     root = Path(checkpoints_dir) if checkpoints_dir is not None else default_checkpoints_dir()
     models = {}
     for name in ("clip", "lincir"):
         if not (root / name).is_dir():
-            raise FileNotFoundError(f"No toy {name} checkpoint in {root}: run `make toy-models` (python -m hf_cir.toy.build_models).")
+            raise FileNotFoundError(
+                f"No toy {name} checkpoint in {root}: run `make toy-models` (python -m hf_cir.toy.build_models)."
+            )
     models["lincir"] = load_retrieval_model(root / "lincir", device=device)
     torch.manual_seed(0)
     untrained = LinCIRModel.from_clip(root / "clip")
     processor = LinCIRProcessor.from_pretrained(root / "clip")
-    models["untrained"] = LinCIRRetrievalModel(untrained, processor, name_or_path="LinCIR, untrained phi", device=device)
+    models["untrained"] = LinCIRRetrievalModel(
+        untrained, processor, name_or_path="LinCIR, untrained phi", device=device
+    )
     if (root / "compodiff").is_dir():
-        models["compodiff"] = load_retrieval_model(root / "compodiff", device=device)
+        models["compodiff"] = load_retrieval_model(root / "compodiff", device=device, **TOY_COMPODIFF_SAMPLING)
     return models
 
 
@@ -236,7 +246,12 @@ def evaluate_toy_models(
                 if model_name not in models:
                     continue
                 result = evaluate(
-                    models[model_name], benchmark, method=method, batch_size=256, cache_dir=cache_dir, show_progress=False
+                    models[model_name],
+                    benchmark,
+                    method=method,
+                    batch_size=256,
+                    cache_dir=cache_dir,
+                    show_progress=False,
                 )
                 metrics = {name: result.metrics[name] for name in ToyBenchmark.metric_names}
                 results.setdefault(label, {})[seed] = metrics

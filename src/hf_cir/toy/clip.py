@@ -275,16 +275,25 @@ def train_toy_clip(
     )  # (variants, num, H, W, 3)
     # Every caption of every training combination, tokenised once: (templates, num, length).
     encoded = [
-        tokenizer([world.caption(c, t) for c in combinations], padding="max_length", truncation=True, return_tensors="pt")
+        tokenizer(
+            [world.caption(c, t) for c in combinations], padding="max_length", truncation=True, return_tensors="pt"
+        )
         for t in range(len(CAPTION_TEMPLATES))
     ]
     input_ids = torch.stack([e.input_ids for e in encoded])
     attention_mask = torch.stack([e.attention_mask for e in encoded])
     length = int(attention_mask.sum(-1).max())
     input_ids, attention_mask = input_ids[..., :length], attention_mask[..., :length]
-    logger.info("Rendered %d images and %d captions in %.1fs", images.shape[0] * num, input_ids.numel() // length, time.perf_counter() - started)
+    logger.info(
+        "Rendered %d images and %d captions in %.1fs",
+        images.shape[0] * num,
+        input_ids.numel() // length,
+        time.perf_counter() - started,
+    )
 
-    optimizer = torch.optim.AdamW(_parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(0.9, 0.98)
+    )
 
     def learning_rate(step: int) -> float:
         if step < args.warmup_steps:
@@ -312,7 +321,9 @@ def train_toy_clip(
             pixel_values=pixel_values.to(device),
         )
         labels = torch.arange(len(batch), device=device)
-        loss = (F.cross_entropy(outputs.logits_per_text, labels) + F.cross_entropy(outputs.logits_per_image, labels)) / 2
+        loss = (
+            F.cross_entropy(outputs.logits_per_text, labels) + F.cross_entropy(outputs.logits_per_image, labels)
+        ) / 2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -340,7 +351,9 @@ def train_toy_clip(
     metrics = evaluate_toy_clip(model, tokenizer, image_processor, world, split="held_out")
     metrics["train_seconds"] = round(train_seconds, 1)
     logger.info("held-out metrics: %s", metrics)
-    save_toy_clip(output_dir, model, tokenizer, image_processor, world, args, metrics, overwrite=overwrite)
+    save_toy_clip(
+        output_dir, model, tokenizer, image_processor, world, args, metrics, overwrite=overwrite, device=str(device)
+    )
     return metrics
 
 
@@ -353,13 +366,18 @@ def save_toy_clip(
     args: ToyCLIPTrainingArguments,
     metrics: dict[str, float],
     overwrite: bool = False,
+    device: str = "cpu",
 ) -> Path:
     """Write the CLIP folder (weights, tokenizer, image processor, `training_args.json`, model card) atomically."""
     with atomic_directory(output_dir, overwrite=overwrite) as folder:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         image_processor.save_pretrained(folder)
-        record = {"world": {"seed": world.seed, "held_out_fraction": world.held_out_fraction}, **asdict(args)}
+        record = {
+            "world": {"seed": world.seed, "held_out_fraction": world.held_out_fraction},
+            **asdict(args),
+            "device": device,
+        }
         (folder / "training_args.json").write_text(json.dumps({"args": record, "metrics": metrics}, indent=2) + "\n")
         card_data = ModelCardData(
             license="apache-2.0",
@@ -375,7 +393,9 @@ def save_toy_clip(
             num_parameters=f"{num_parameters:,}",
             config=model.config,
             args=record,
-            metrics={key: (f"{value:.3f}" if key != "train_seconds" else f"{value:.0f}") for key, value in metrics.items()},
+            metrics={
+                key: (f"{value:.3f}" if key != "train_seconds" else f"{value:.0f}") for key, value in metrics.items()
+            },
             num_train_combinations=len(world.train_combinations),
             num_held_out_combinations=len(world.held_out_combinations),
         )

@@ -23,34 +23,39 @@ from .world import _CENTRES, _RADII, CAPTION_TEMPLATES, ToyWorld
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMPODIFF_STAGE1_ARGS", "COMPODIFF_STAGE2_ARGS", "build_compodiff_pipeline", "write_compodiff_training_files"]
+__all__ = [
+    "COMPODIFF_STAGE1_ARGS",
+    "COMPODIFF_STAGE2_ARGS",
+    "build_compodiff_pipeline",
+    "write_compodiff_training_files",
+]
 
 # Prior size and recipe of the toy CompoDiff. The prior predicts 64-d image embeddings from the toy CLIP's
 # 128-d text hidden states.
 COMPODIFF_STAGE1_ARGS: dict[str, str | None] = {
-    "--num_layers": "4",
+    "--num_layers": "2",
     "--num_attention_heads": "4",
     "--attention_head_dim": "32",
     "--num_cross_attention_heads": "4",
     "--mask_size": "16",
-    "--train_batch_size": "256",
-    "--max_train_steps": "800",
+    "--train_batch_size": "96",
+    "--max_train_steps": "250",
     "--learning_rate": "1e-3",
     "--lr_warmup_steps": "100",
     "--ema_decay": "0.995",
     "--seed": "0",
-    "--logging_steps": "100",
+    "--logging_steps": "25",
     "--checkpointing_steps": "100000",
     "--cpu": None,
 }
 COMPODIFF_STAGE2_ARGS: dict[str, str | None] = {
-    "--train_batch_size": "256",
-    "--max_train_steps": "1500",
+    "--train_batch_size": "96",
+    "--max_train_steps": "900",
     "--learning_rate": "5e-4",
     "--lr_warmup_steps": "100",
     "--ema_decay": "0.995",
     "--seed": "0",
-    "--logging_steps": "100",
+    "--logging_steps": "25",
     "--checkpointing_steps": "100000",
     "--cpu": None,
 }
@@ -74,9 +79,11 @@ def write_compodiff_training_files(
     variants: int = 2,
     num_triplets: int = 6000,
     seed: int = 0,
+    max_combinations: int | None = None,
 ) -> dict[str, Path]:
     """Render the training images and write `t2i.jsonl`, `triplets.jsonl` and `masked.jsonl` (paths relative to
-    `folder`) in the input format of `training/precompute_embeddings.py`.
+    `folder`) in the input format of `training/precompute_embeddings.py`. `max_combinations` keeps only the first
+    training combinations for the text-to-image and masked rows (for quick tests).
 
     Example:
 
@@ -101,7 +108,7 @@ def write_compodiff_training_files(
         return relative
 
     rows: dict[str, list[dict]] = {"t2i": [], "triplet": [], "masked": []}
-    for attributes in world.train_combinations:
+    for attributes in world.train_combinations[:max_combinations]:
         for variant in range(variants):
             template = int(rng.integers(len(CAPTION_TEMPLATES)))
             rows["t2i"].append({"image": image_path(attributes, variant), "text": world.caption(attributes, template)})
@@ -109,7 +116,11 @@ def write_compodiff_training_files(
         _object_mask(world, attributes).save(folder / mask_path)
         template = int(rng.integers(len(CAPTION_TEMPLATES)))
         rows["masked"].append(
-            {"image": image_path(attributes, int(rng.integers(variants))), "mask": mask_path, "text": world.caption(attributes, template)}
+            {
+                "image": image_path(attributes, int(rng.integers(variants))),
+                "mask": mask_path,
+                "text": world.caption(attributes, template),
+            }
         )
     for triplet in world.triplets("train", num_triplets=num_triplets, seed=seed):
         rows["triplet"].append(

@@ -22,7 +22,11 @@ from .world import ToyAttributes, ToyTriplet, ToyWorld
 __all__ = ["DemoQuery", "make_demo_sheet", "run_demo", "select_demo_queries"]
 
 # (label, model name in `load_toy_models`, method) of the methods shown per query.
-DEMO_METHODS = (("sum baseline", "lincir", "sum"), ("LinCIR", "lincir", "lincir"), ("CompoDiff", "compodiff", "compodiff"))
+DEMO_METHODS = (
+    ("sum baseline", "lincir", "sum"),
+    ("LinCIR", "lincir", "lincir"),
+    ("CompoDiff", "compodiff", "compodiff"),
+)
 
 
 @dataclass
@@ -78,7 +82,12 @@ def make_demo_sheet(
     sheet = Image.new("RGB", (width, block_height * len(queries) + 40), "white")
     draw = ImageDraw.Draw(sheet)
     title, small = _font(16), _font(11)
-    draw.text((pad, 10), "hf-cir toy demo: reference + modification text -> top results (green frame = target)", fill="black", font=title)
+    draw.text(
+        (pad, 10),
+        "hf-cir toy demo: reference + modification text -> top results (green frame = target)",
+        fill="black",
+        font=title,
+    )
     for row, query in enumerate(queries):
         top = 40 + row * block_height
         if row % 2 == 1:
@@ -113,7 +122,7 @@ def make_demo_sheet(
 
 
 def run_demo(
-    output: str | os.PathLike = "toy_demo.png",
+    output: str | os.PathLike = "toy_runs/demo.png",
     checkpoints_dir: str | os.PathLike | None = None,
     num_queries: int = 6,
     top_k: int = 5,
@@ -128,7 +137,7 @@ def run_demo(
 
     ```python
     >>> from hf_cir.toy.demo import run_demo
-    >>> summary = run_demo("toy_demo.png", num_queries=2, recall_queries=0)  # doctest: +SKIP
+    >>> summary = run_demo("toy_runs/demo.png", num_queries=2, recall_queries=0)  # doctest: +SKIP
     ```
     """
     from .benchmark import evaluate_toy_models, format_toy_table, load_toy_models
@@ -177,7 +186,7 @@ def run_demo(
 
     for number, query in enumerate(queries, start=1):
         triplet = query.triplet
-        print_fn(f"Query {number}: [{triplet.reference.describe()}] + \"{triplet.text}\"")
+        print_fn(f'Query {number}: [{triplet.reference.describe()}] + "{triplet.text}"')
         print_fn(f"  target: {triplet.target.describe()}")
         for label, _, _ in methods:
             print_fn(f"  {label} (target ranked #{query.target_ranks[label] + 1}):")

@@ -345,9 +345,11 @@ class ToyWorld:
             variants = [variants] * len(combinations)
         if len(variants) != len(combinations):
             raise ValueError(f"Got {len(combinations)} combinations but {len(variants)} variants.")
-        return np.stack(
-            [np.asarray(self.render(c, v, stream)) for c, v in zip(combinations, variants)]
-        ) if combinations else np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
+        return (
+            np.stack([np.asarray(self.render(c, v, stream)) for c, v in zip(combinations, variants)])
+            if combinations
+            else np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
+        )
 
     # ----------------------------------------------------------------------------------------------------
     # Text
@@ -412,7 +414,9 @@ class ToyWorld:
         while len(triplets) < num_triplets:
             target = targets[int(rng.integers(len(targets)))]
             num_changes = 2 if rng.random() < two_change_fraction else 1
-            names = sorted(rng.choice(list(ATTRIBUTES), size=num_changes, replace=False).tolist(), key=list(ATTRIBUTES).index)
+            names = sorted(
+                rng.choice(list(ATTRIBUTES), size=num_changes, replace=False).tolist(), key=list(ATTRIBUTES).index
+            )
             changes = {}
             for name in names:
                 others = [v for v in ATTRIBUTES[name] if v != getattr(target, name)]
@@ -433,7 +437,9 @@ class ToyWorld:
         """
         minimum = NUM_NEIGHBOURS + 2
         if gallery_size < minimum:
-            raise ValueError(f"`gallery_size` must be at least {minimum} (target, neighbours, reference); got {gallery_size}.")
+            raise ValueError(
+                f"`gallery_size` must be at least {minimum} (target, neighbours, reference); got {gallery_size}."
+            )
         if gallery_size > len(self.combinations):
             raise ValueError(f"`gallery_size` must be at most {len(self.combinations)}; got {gallery_size}.")
         rng = np.random.default_rng(_seed_from("queries", self.seed, split, seed))
@@ -453,7 +459,9 @@ class ToyWorld:
             queries.append(ToyQuery(triplet, gallery, gallery.index(triplet.target), variant=index))
         return queries
 
-    def iter_images(self, split: str = "train", variants: int = 1, stream: str = "train") -> Iterator[tuple[ToyAttributes, Image.Image]]:
+    def iter_images(
+        self, split: str = "train", variants: int = 1, stream: str = "train"
+    ) -> Iterator[tuple[ToyAttributes, Image.Image]]:
         """Every combination of `split` rendered `variants` times."""
         for attributes in self.split_combinations(split):
             for variant in range(variants):

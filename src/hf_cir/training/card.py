@@ -33,6 +33,7 @@ def training_arguments(args) -> dict:
     >>> from hf_cir.training import training_arguments
     >>> training_arguments(argparse.Namespace(learning_rate=1e-4, hub_token="secret"))
     {'learning_rate': 0.0001}
+
     ```
     """
     values = vars(args) if not isinstance(args, dict) else dict(args)
@@ -60,6 +61,7 @@ def training_details_markdown(script: str, args, data: dict | None = None, resul
     >>> from hf_cir.training import training_details_markdown
     >>> print(training_details_markdown("train_lincir.py", {"seed": 0}).splitlines()[0])
     Trained with hf-cir's `training/train_lincir.py`.
+
     ```
     """
     arguments = training_arguments(args)
@@ -107,6 +109,7 @@ def write_training_model_card(
     ...                                  "train_lincir.py", {"learning_rate": 1e-4})
     >>> "learning_rate" in card.text
     True
+
     ```
     """
     try:

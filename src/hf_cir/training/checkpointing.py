@@ -80,6 +80,7 @@ def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     >>> from hf_cir.training import find_latest_checkpoint
     >>> find_latest_checkpoint(tempfile.mkdtemp()) is None
     True
+
     ```
     """
     checkpoints = list_checkpoints(output_dir)

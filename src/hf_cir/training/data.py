@@ -69,8 +69,9 @@ def load_training_dataset(
     >>> from hf_cir.training import load_training_dataset
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "captions.txt"
     >>> _ = path.write_text("a red car\\na dog on the grass\\n")
-    >>> load_training_dataset(train_files=[str(path)])["text"]
+    >>> list(load_training_dataset(train_files=[str(path)])["text"])
     ['a red car', 'a dog on the grass']
+
     ```
     """
     if (dataset_name is None) == (not train_files):
@@ -125,8 +126,9 @@ def filter_captions(
     >>> import datasets
     >>> from hf_cir.training import filter_captions
     >>> kept, skipped = filter_captions(datasets.Dataset.from_dict({"text": ["a cat", None, " ", "$"]}), "text", "$")
-    >>> kept["text"], skipped
+    >>> list(kept["text"]), skipped
     (['a cat'], 3)
+
     ```
     """
     require_columns(dataset, {"text_column": text_column})
@@ -196,6 +198,7 @@ class IndexStream:
     >>> resumed = IndexStream(5, seed=0, position=4).take(4)
     >>> first[4:] == resumed and sorted(first[:5]) == [0, 1, 2, 3, 4]
     True
+
     ```
     """
 

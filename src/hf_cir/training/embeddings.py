@@ -210,18 +210,23 @@ class CompoDiffBatchSampler:
         timesteps = torch.randint(0, self.num_train_timesteps, (n,), generator=generator)
         noise = torch.randn(n, self.embedding_dim, generator=generator)
 
-        # Every process advances every stream identically; only its own slots are read.
-        slots = []  # (task, pool number, stream position) per slot
-        for slot in range(n):
-            task = self.tasks[task_ids[slot]]
+        # Every process advances every stream identically (slot order within a stream); only its own slots are read.
+        numbers = torch.zeros(n, dtype=torch.long)
+        for task_number, task in enumerate(self.tasks):
+            chosen = task_ids == task_number
             cumulative = torch.cumsum(self.pool_weights[task], 0) / self.pool_weights[task].sum()
-            number = int(
-                torch.searchsorted(cumulative, pool_choice[slot].unsqueeze(0), right=True).clamp(
-                    max=len(cumulative) - 1
-                )
+            numbers[chosen] = torch.searchsorted(cumulative, pool_choice[chosen], right=True).clamp(
+                max=len(cumulative) - 1
             )
-            position = self.streams[f"{task}/{number}"].take(1)[0]
-            slots.append((task, number, position))
+        positions = torch.empty(n, dtype=torch.long)
+        for task_number, task in enumerate(self.tasks):
+            for number in range(len(self.pools[task])):
+                members = ((task_ids == task_number) & (numbers == number)).nonzero().flatten()
+                if len(members):
+                    positions[members] = torch.tensor(self.streams[f"{task}/{number}"].take(len(members)))
+        slots = [
+            (self.tasks[t], int(k), int(p)) for t, k, p in zip(task_ids.tolist(), numbers.tolist(), positions.tolist())
+        ]
         per_rank = n // num_processes
         mine = range(rank * per_rank, (rank + 1) * per_rank)
 

@@ -65,6 +65,7 @@ def clean_caption(caption, placeholder_token: str) -> str:
     >>> from hf_cir.training.keywords import clean_caption
     >>> clean_caption("  A <PERSON> paid  $5 ", "$")
     'a person paid 5'
+
     ```
     """
     if not isinstance(caption, str):
@@ -96,6 +97,7 @@ class SpacyKeywordExtractor:
     >>> extractor = SpacyKeywordExtractor()  # doctest: +SKIP
     >>> extractor(["a red car on a road"])  # doctest: +SKIP
     [[(0, 9), (13, 19)]]
+
     ```
     """
 
@@ -197,6 +199,7 @@ class BuiltinKeywordExtractor:
     >>> caption = "a photo of a small red circle that is on the left"
     >>> [caption[s:e] for s, e in BuiltinKeywordExtractor()([caption])[0]]
     ['a photo', 'a small red circle', 'the left']
+
     ```
     """
 
@@ -246,6 +249,7 @@ def get_keyword_extractor(name: str, **kwargs) -> KeywordExtractor:
     >>> from hf_cir.training.keywords import get_keyword_extractor
     >>> get_keyword_extractor("builtin").name
     'builtin'
+
     ```
     """
     if name == "builtin":
@@ -309,6 +313,7 @@ class CaptionMasker:
     >>> masker = CaptionMasker(build_clip_tokenizer(), "$", BuiltinKeywordExtractor())
     >>> masker.mask_texts(["A dog on the grass."], [0])[0]
     ('a dog on the grass.', '$ on $ .', 0)
+
     ```
     """
 

@@ -106,6 +106,21 @@ class LinCIRProcessor(ProcessorMixin):
         self.placeholder_token = placeholder_token
         self.prompt_template = prompt_template
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        r"""
+        Load a processor; `placeholder_token` and `prompt_template`, when given, override the saved ones.
+
+        They are taken out of `kwargs` first: passed on, the tokenizer would register any `*_token` keyword as a new
+        special token and the placeholder would get a new id.
+        """
+        overrides = {key: kwargs.pop(key) for key in ("placeholder_token", "prompt_template") if key in kwargs}
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if not overrides:
+            return processor
+        settings = {"placeholder_token": processor.placeholder_token, "prompt_template": processor.prompt_template}
+        return cls(processor.image_processor, processor.tokenizer, **{**settings, **overrides})
+
     def __call__(
         self,
         images=None,
