@@ -9,6 +9,7 @@ from pathlib import Path
 from .index import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
 
 EXAMPLE = """example:
+  hf-cir evaluate --benchmark toy  # every method on the shipped toy checkpoints, two seeds
   hf-cir evaluate --model path/to/lincir-model --benchmark cirr --data-dir data/CIRR --split val
   hf-cir evaluate --model path/to/lincir-model --benchmark cirr --data-dir data/CIRR --split test  # server files
   hf-cir evaluate --model path/to/compodiff --benchmark circo --data-dir data/CIRCO \\
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, required=False)
     parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
     parser.add_argument("--data-dir", default=None, help="the benchmark's folder, in its official layout")
     parser.add_argument(
@@ -90,6 +91,10 @@ def parse_benchmark_options(options: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from hf_cir.evaluation import evaluate, get_benchmark, update_model_card
 
+    if args.model is None:
+        if args.benchmark != "toy":
+            return report_error("evaluate", ValueError(f"--model is required for --benchmark {args.benchmark}."))
+        return run_toy_table(args)
     try:
         if args.update_model_card and not Path(args.model).is_dir():
             raise ValueError(f"--update-model-card needs a local model folder; {args.model} is not one.")
@@ -133,4 +138,24 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  wrote {name}: {path}")
         if card is not None:
             print(f"Updated the model card {card}")
+    return 0
+
+
+def run_toy_table(args: argparse.Namespace) -> int:
+    """`hf-cir evaluate --benchmark toy` without `--model`: the README's table on the shipped toy checkpoints."""
+    from hf_cir.toy.benchmark import evaluate_toy_models, format_toy_table
+
+    try:
+        options = parse_benchmark_options(args.benchmark_option)
+        seeds = options.pop("seeds", [0, 1])
+        seeds = tuple(int(seed) for seed in (seeds if isinstance(seeds, list) else [seeds]))
+        unknown = sorted(set(options) - {"num_queries", "gallery_size"})
+        if unknown:
+            raise ValueError(
+                f"--benchmark-option: unknown toy table option(s) {unknown}; use seeds, num_queries, gallery_size."
+            )
+        results = evaluate_toy_models(seeds=seeds, device=args.device or "cpu", **options)
+    except USER_ERRORS as error:
+        return report_error("evaluate", error)
+    print(json.dumps(results, indent=1) if args.json else format_toy_table(results))
     return 0

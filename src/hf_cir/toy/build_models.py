@@ -79,14 +79,35 @@ def _flags(arguments: dict[str, str | None]) -> list[str]:
 
 
 def _copy_model_folder(source: Path, target: Path) -> None:
-    """Copy a trained folder without its training leftovers (checkpoints, logs)."""
+    """Copy a trained folder without its training leftovers (checkpoints, logs) and without remote code.
+
+    The shipped checkpoints load through the installed package; copies of its model files (written by
+    `save_pretrained` for `trust_remote_code` users) would only be a second version of the code that can drift.
+    """
     if target.exists():
         shutil.rmtree(target)
 
     def ignore(folder, names):
-        return [n for n in names if Path(folder) == source and n.startswith(_RUN_LEFTOVERS)]
+        if Path(folder) != source:
+            return []
+        return [n for n in names if n.startswith(_RUN_LEFTOVERS) or n.endswith(".py")]
 
     shutil.copytree(source, target, ignore=ignore)
+    _drop_auto_map(target)
+
+
+def _drop_auto_map(folder: Path) -> None:
+    """Remove the `auto_map` entries (which point at remote-code files) from a folder's JSON configs."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if key != "auto_map"}
+        return value
+
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "auto_map" in json.dumps(data):
+            path.write_text(json.dumps(strip(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 _TOY_NOTES = {
