@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 import datasets
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
 from safetensors.torch import save_file
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
-from hf_cir.training import load_training_dataset, mixed_precision_dtype, require_columns
+from hf_cir.training import (
+    add_accelerator_arguments,
+    add_dataset_arguments,
+    build_accelerator,
+    check_dataset_arguments,
+    load_pretrained,
+    load_training_dataset,
+    mixed_precision_dtype,
+    require_columns,
+)
 from hf_cir.training.embeddings import (
     EMBEDDINGS_DATA_DIR,
     EMBEDDINGS_INFO_NAME,
@@ -43,10 +50,7 @@ RUN_NAME = "precompute_run.json"
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="Precompute CLIP embeddings for CompoDiff prior training.")
     parser.add_argument("--task", required=True, choices=["t2i", "triplet", "masked"])
-    parser.add_argument("--dataset_name", type=str, default=None, help="Hub dataset id or local dataset folder.")
-    parser.add_argument("--dataset_config_name", type=str, default=None)
-    parser.add_argument("--train_file", type=str, nargs="+", default=None, help="Local csv/json/jsonl/parquet files.")
-    parser.add_argument("--dataset_split", type=str, default="train")
+    add_dataset_arguments(parser)
     parser.add_argument("--image_root", type=str, default=None, help="Folder that relative image paths start from.")
     parser.add_argument("--text_column", type=str, default="text", help="Caption (t2i, masked) or modification text.")
     parser.add_argument("--image_column", type=str, default="image", help="The image (t2i, masked).")
@@ -71,12 +75,9 @@ def parse_args(input_args=None):
     )
     parser.add_argument("--max_samples", type=int, default=None)
     parser.add_argument("--embedding_dtype", type=str, default="float32", choices=["float32", "float16"])
-    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--cache_dir", type=str, default=None)
-    parser.add_argument("--cpu", action="store_true")
+    add_accelerator_arguments(parser)
     args = parser.parse_args(input_args)
-    if (args.dataset_name is None) == (args.train_file is None):
-        parser.error("pass exactly one of --dataset_name and --train_file.")
+    check_dataset_arguments(parser, args)
     if args.pipeline_name_or_path is None and (
         args.text_encoder_name_or_path is None or args.image_encoder_name_or_path is None
     ):
@@ -114,13 +115,6 @@ def encoder_sources(args) -> dict[str, tuple[str, str | None]]:
         "image_encoder": (args.image_encoder_name_or_path, None),
         "image_processor": (args.image_processor_name_or_path or args.image_encoder_name_or_path, None),
     }
-
-
-def _load(cls, source, **kwargs):
-    name, subfolder = source
-    return (
-        cls.from_pretrained(name, subfolder=subfolder, **kwargs) if subfolder else cls.from_pretrained(name, **kwargs)
-    )
 
 
 def task_columns(args) -> dict[str, str]:
@@ -165,11 +159,11 @@ def open_image(value, root: str | None, name: str, mode: str | None = "RGB"):
 class Encoders:
     def __init__(self, args, device, dtype):
         sources = encoder_sources(args)
-        self.tokenizer = _load(AutoTokenizer, sources["tokenizer"])
-        self.image_processor = _load(AutoImageProcessor, sources["image_processor"])
-        self.text_encoder = _load(CLIPTextModel, sources["text_encoder"], dtype=dtype).to(device).eval()
+        self.tokenizer = load_pretrained(AutoTokenizer, sources["tokenizer"])
+        self.image_processor = load_pretrained(AutoImageProcessor, sources["image_processor"])
+        self.text_encoder = load_pretrained(CLIPTextModel, sources["text_encoder"], dtype=dtype).to(device).eval()
         self.image_encoder = (
-            _load(CLIPVisionModelWithProjection, sources["image_encoder"], dtype=dtype).to(device).eval()
+            load_pretrained(CLIPVisionModelWithProjection, sources["image_encoder"], dtype=dtype).to(device).eval()
         )
         self.device, self.dtype = device, dtype
 
@@ -275,8 +269,7 @@ def run_identity(args) -> dict:
 
 
 def main(args):
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    accelerator = build_accelerator(args, tracking=False)
     output_dir = Path(args.output_dir)
     data_dir = output_dir / EMBEDDINGS_DATA_DIR
     if accelerator.is_main_process:

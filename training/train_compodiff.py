@@ -22,31 +22,37 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection, get_scheduler
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer, CompoDiffScheduler
 from hf_cir.pipelines.compodiff.model_card import create_compodiff_model_card
 from hf_cir.training import (
-    check_output_dir,
-    load_ema,
-    load_training_state,
-    push_output_to_hub,
-    resolve_resume_checkpoint,
-    resolve_seed,
+    add_accelerator_arguments,
+    add_checkpoint_arguments,
+    add_hub_arguments,
+    add_logging_arguments,
+    add_optimization_arguments,
+    build_accelerator,
+    check_training_arguments,
+    create_ema,
+    create_optimizer_and_scheduler,
+    finish_run,
+    init_trackers,
+    load_pretrained,
+    log_training_step,
+    optimizer_step,
+    register_checkpoint_hooks,
+    resume_training,
     save_checkpoint,
-    save_ema,
+    start_run,
+    train_results,
     training_arguments,
     training_details_markdown,
 )
@@ -115,47 +121,24 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--image_drop_probability", type=float, default=0.1, help="Classifier-free guidance image drop."
     )
-    # Optimisation
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--train_batch_size", type=int, default=256, help="Batch size per device.")
-    parser.add_argument("--max_train_steps", type=int, default=100_000)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--lr_scheduler", type=str, default="constant_with_warmup")
-    parser.add_argument("--lr_warmup_steps", type=int, default=1000)
-    parser.add_argument("--adam_beta1", type=float, default=0.9)
-    parser.add_argument("--adam_beta2", type=float, default=0.999)
-    parser.add_argument("--adam_weight_decay", type=float, default=6e-2, help="6e-2 in the paper.")
-    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True, help="EMA of the prior.")
-    parser.add_argument("--ema_decay", type=float, default=0.9999, help="0.9999 in the paper.")
-    parser.add_argument("--cpu", action="store_true")
-    # Checkpoints, logging, Hub
-    parser.add_argument("--output_dir", type=str, required=True)
-    parser.add_argument("--overwrite_output_dir", action="store_true")
-    parser.add_argument("--checkpointing_steps", type=int, default=1000)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
-    parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint folder.")
-    parser.add_argument("--report_to", type=str, default="none")
-    parser.add_argument("--logging_dir", type=str, default="logs")
-    parser.add_argument("--logging_steps", type=int, default=1)
-    parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_model_id", type=str, default=None)
-    parser.add_argument("--hub_token", type=str, default=None)
-    parser.add_argument("--hub_private_repo", action="store_true")
+    # Optimisation, checkpoints, logging, Hub
+    add_optimization_arguments(
+        parser,
+        max_train_steps=100_000,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=1000,
+        adam_weight_decay=6e-2,  # the paper's
+        max_grad_norm=1.0,
+        use_ema=True,
+        trained="the prior",
+    )
+    add_accelerator_arguments(parser)
+    add_checkpoint_arguments(parser, checkpointing_steps=1000)
+    add_logging_arguments(parser)
+    add_hub_arguments(parser)
 
     args = parser.parse_args(input_args)
-    for name in (
-        "train_batch_size",
-        "max_train_steps",
-        "gradient_accumulation_steps",
-        "checkpointing_steps",
-        "logging_steps",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    check_training_arguments(parser, args, positive=("logging_steps",))
     for name in ("triplet_ratio", "t2i_ratio", "masked_ratio"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
@@ -165,8 +148,6 @@ def parse_args(input_args=None):
         parser.error(
             "--stage1_model_name_or_path is for --stage 2; stage 1 can start from --pretrained_prior_name_or_path."
         )
-    if args.push_to_hub and args.hub_model_id is None:
-        args.hub_model_id = Path(args.output_dir).name
     return args
 
 
@@ -248,14 +229,6 @@ def encoder_components(args, info: dict) -> dict:
             )
         return entry["name_or_path"], entry.get("subfolder")
 
-    def load(cls, src, **kwargs):
-        name, subfolder = src
-        return (
-            cls.from_pretrained(name, subfolder=subfolder, **kwargs)
-            if subfolder
-            else cls.from_pretrained(name, **kwargs)
-        )
-
     text = source("text_encoder_name_or_path", "text_encoder")
     image = source("image_encoder_name_or_path", "image_encoder")
     tokenizer = (
@@ -269,42 +242,19 @@ def encoder_components(args, info: dict) -> dict:
         else (info.get("image_processor") and source("image_processor_name_or_path", "image_processor")) or image
     )
     return {
-        "text_encoder": load(CLIPTextModel, text, dtype=torch.float32),
-        "tokenizer": load(AutoTokenizer, tokenizer),
-        "image_encoder": load(CLIPVisionModelWithProjection, image, dtype=torch.float32),
-        "image_processor": load(AutoImageProcessor, processor),
+        "text_encoder": load_pretrained(CLIPTextModel, text, dtype=torch.float32),
+        "tokenizer": load_pretrained(AutoTokenizer, tokenizer),
+        "image_encoder": load_pretrained(CLIPVisionModelWithProjection, image, dtype=torch.float32),
+        "image_processor": load_pretrained(AutoImageProcessor, processor),
     }
 
 
 def main(args):
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            logging_dir=str(output_dir / args.logging_dir),
-            total_limit=args.checkpoints_total_limit,
-        ),
-        cpu=args.cpu,
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    logger.info(accelerator.state, main_process_only=False)
-
-    resume_dir = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
+    accelerator = build_accelerator(args)
     if args.stage == 2:
         _stage1_prior_folder(args.stage1_model_name_or_path)  # fail before any work
-    if accelerator.is_main_process:
-        check_output_dir(
-            output_dir,
-            run_identity(args, accelerator.num_processes),
-            args.resume_from_checkpoint,
-            args.overwrite_output_dir,
-        )
-    accelerator.wait_for_everyone()
-    state = load_training_state(resume_dir) if resume_dir is not None else {}
-    seed = state.get("seed", resolve_seed(accelerator, args.seed))
-    set_seed(seed, device_specific=True)
+    resume_dir, state, seed = start_run(accelerator, args, run_identity(args, accelerator.num_processes))
 
     # Data: precomputed embeddings only.
     with accelerator.main_process_first():
@@ -358,55 +308,14 @@ def main(args):
             f"The null text embedding has shape {tuple(null_text.shape)}, the training texts {text_shape}."
         )
 
-    optimizer = torch.optim.AdamW(
-        prior.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    optimizer, lr_scheduler = create_optimizer_and_scheduler(prior.parameters(), args, accelerator)
     prior.train()
     prior, optimizer, lr_scheduler = accelerator.prepare(prior, optimizer, lr_scheduler)
     unwrapped = accelerator.unwrap_model(prior)
-    names = [name for name, _ in unwrapped.named_parameters()]
-    ema = EMAModel(unwrapped.parameters(), decay=args.ema_decay) if args.use_ema else None
-    if ema is not None:
-        ema.to(accelerator.device)
-
-    def save_model_hook(models, weights, directory):
-        if accelerator.is_main_process:
-            for saved in models:
-                save_file(accelerator.unwrap_model(saved).state_dict(), os.path.join(directory, PRIOR_WEIGHTS_NAME))
-            if ema is not None:
-                save_ema(ema, names, directory, EMA_WEIGHTS_NAME)
-        while weights:
-            weights.pop()
-
-    def load_model_hook(models, directory):
-        while models:
-            accelerator.unwrap_model(models.pop()).load_state_dict(
-                load_file(os.path.join(directory, PRIOR_WEIGHTS_NAME))
-            )
-        if ema is not None:
-            load_ema(ema, names, directory, EMA_WEIGHTS_NAME)
-
-    accelerator.register_save_state_pre_hook(save_model_hook)
-    accelerator.register_load_state_pre_hook(load_model_hook)
-    if accelerator.is_main_process:
-        config = {k: v for k, v in training_arguments(args).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers(f"train_compodiff_stage{args.stage}", config=config)
-
-    global_step, log_history = 0, []
-    if resume_dir is not None:
-        logger.info(f"Resuming from {resume_dir}")
-        accelerator.load_state(str(resume_dir))
-        global_step, log_history = state["global_step"], state.get("log_history", [])
+    ema = create_ema(unwrapped, args.use_ema, args.ema_decay, accelerator.device)
+    register_checkpoint_hooks(accelerator, PRIOR_WEIGHTS_NAME, ema=ema, ema_weights_name=EMA_WEIGHTS_NAME)
+    init_trackers(accelerator, args, f"train_compodiff_stage{args.stage}")
+    global_step, log_history = resume_training(accelerator, args, resume_dir, state)
 
     sampler = CompoDiffBatchSampler(
         pools,
@@ -433,6 +342,7 @@ def main(args):
         f"{micro_batch * args.gradient_accumulation_steps} *****"
     )
     rank, device = accelerator.process_index, accelerator.device
+    prior_parameters = list(unwrapped.parameters())
     while global_step < args.max_train_steps:
         step_loss = torch.zeros((), device=device)
         for micro_step in range(args.gradient_accumulation_steps):
@@ -456,20 +366,9 @@ def main(args):
                 loss = F.mse_loss(predicted.float(), target.float())
                 accelerator.backward(loss / args.gradient_accumulation_steps)
             step_loss += loss.detach() / args.gradient_accumulation_steps
-        if args.max_grad_norm is not None and args.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(prior.parameters(), args.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, optimizer, lr_scheduler, prior_parameters, args.max_grad_norm, ema=ema)
         global_step += 1
-        if ema is not None:
-            ema.step(unwrapped.parameters())
-        step_loss = accelerator.reduce(step_loss, reduction="mean").item()
-        if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-            logs = {"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0]}
-            accelerator.log(logs, step=global_step)
-            log_history.append({"step": global_step, **logs})
-            logger.info(f"step {global_step}: loss {step_loss:.6f}")
+        log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history)
         _debug_kill("step", global_step)
         if global_step % args.checkpointing_steps == 0 and global_step < args.max_train_steps:
             training_state = {"seed": seed, "log_history": log_history, "sampler_positions": sampler.state()}
@@ -482,21 +381,12 @@ def main(args):
         components = encoder_components(args, info)
         pipeline = CompoDiffPipeline(prior=unwrapped, scheduler=noise_scheduler, **components)
         pipeline.save_pretrained(output_dir, safe_serialization=True)
-        losses = [h["train/loss"] for h in log_history if "train/loss" in h]
         details = training_details_markdown(
-            "train_compodiff.py",
-            {**training_arguments(args), "seed": seed},
-            data_summary,
-            {"final_train_loss": losses[-1]} if losses else None,
+            "train_compodiff.py", {**training_arguments(args), "seed": seed}, data_summary, train_results(log_history)
         )
         card = create_compodiff_model_card(pipeline, model_id=args.hub_model_id, training_details=details)
         card.save(str(output_dir / "README.md"))
-        with open(output_dir / "training_log.json", "w", encoding="utf-8") as handle:
-            json.dump(log_history, handle, indent=1)
-        if args.push_to_hub:
-            push_output_to_hub(
-                output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None
-            )
+        finish_run(args, log_history)
     accelerator.end_training()
 
 

@@ -18,40 +18,45 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
-import os
 import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
-from transformers import get_scheduler
 
 from hf_cir import LinCIRModel, LinCIRProcessor
 from hf_cir.models.lincir.hub_lincir import create_lincir_model_card, save_lincir_pretrained
 from hf_cir.training import (
     CaptionMasker,
     IndexStream,
-    check_output_dir,
+    add_accelerator_arguments,
+    add_checkpoint_arguments,
+    add_dataset_arguments,
+    add_hub_arguments,
+    add_logging_arguments,
+    add_optimization_arguments,
+    build_accelerator,
+    check_dataset_arguments,
+    check_training_arguments,
+    create_ema,
+    create_optimizer_and_scheduler,
     filter_captions,
+    finish_run,
     get_keyword_extractor,
     import_callable,
+    init_trackers,
     isolated_rng,
-    load_ema,
     load_training_dataset,
-    load_training_state,
+    log_training_step,
     mask_caption_dataset,
     mixed_precision_dtype,
-    push_output_to_hub,
+    optimizer_step,
+    register_checkpoint_hooks,
     require_columns,
-    resolve_resume_checkpoint,
-    resolve_seed,
+    resume_training,
     save_checkpoint,
-    save_ema,
+    start_run,
+    train_results,
     training_arguments,
     training_details_markdown,
 )
@@ -79,15 +84,9 @@ def parse_args(input_args=None):
     )
     parser.add_argument("--attn_implementation", type=str, default=None, choices=["sdpa", "eager"])
     # Data
-    parser.add_argument("--dataset_name", type=str, default=None, help="Hub dataset id, or a local dataset folder.")
-    parser.add_argument("--dataset_config_name", type=str, default=None)
-    parser.add_argument(
-        "--train_file", type=str, nargs="+", default=None, help="Local txt/csv/tsv/json/jsonl/parquet files."
-    )
-    parser.add_argument("--dataset_split", type=str, default="train")
+    add_dataset_arguments(parser, train_file_help="Local txt/csv/tsv/json/jsonl/parquet files.")
     parser.add_argument("--text_column", type=str, default="text", help="The caption column.")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N captions.")
-    parser.add_argument("--cache_dir", type=str, default=None, help="The `datasets` cache folder.")
     parser.add_argument("--preprocessing_num_workers", type=int, default=None, help="Processes for the masking map.")
     # Masking
     parser.add_argument(
@@ -116,36 +115,19 @@ def parse_args(input_args=None):
         default=None,
         help="Noise-to-signal ratio of the noise added to phi's input; default: the paper's u * N(0, I), u ~ U(0, 1).",
     )
-    # Optimisation
-    parser.add_argument("--seed", type=int, default=None, help="Seed (drawn at random and recorded when not given).")
-    parser.add_argument("--train_batch_size", type=int, default=256, help="Batch size per device.")
-    parser.add_argument("--max_train_steps", type=int, default=50_000, help="Optimizer steps.")
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument(
-        "--lr_scheduler",
-        type=str,
-        default="constant",
-        help="A transformers scheduler: linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup.",
+    # Optimisation and checkpoints
+    add_optimization_arguments(
+        parser,
+        max_train_steps=50_000,
+        lr_scheduler="constant",
+        lr_warmup_steps=0,
+        adam_weight_decay=1e-2,
+        max_grad_norm=None,
+        use_ema=False,
+        trained="phi",
     )
-    parser.add_argument("--lr_warmup_steps", type=int, default=0)
-    parser.add_argument("--adam_beta1", type=float, default=0.9)
-    parser.add_argument("--adam_beta2", type=float, default=0.999)
-    parser.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
-    parser.add_argument("--max_grad_norm", type=float, default=None, help="Clip gradients to this norm.")
-    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--use_ema", action="store_true", help="Keep an EMA of phi; the output holds the EMA weights.")
-    parser.add_argument("--ema_decay", type=float, default=0.9999)
-    parser.add_argument("--cpu", action="store_true", help="Run on CPU even if an accelerator is present.")
-    # Checkpoints
-    parser.add_argument("--output_dir", type=str, required=True)
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="Delete checkpoints of an earlier run.")
-    parser.add_argument("--checkpointing_steps", type=int, default=500, help="Save the training state every N steps.")
-    parser.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most N checkpoints.")
-    parser.add_argument(
-        "--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint folder: resume exactly."
-    )
+    add_accelerator_arguments(parser)
+    add_checkpoint_arguments(parser, checkpointing_steps=500)
     # Validation and logging
     parser.add_argument(
         "--validation_fn",
@@ -165,37 +147,18 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--validation_metric", type=str, default=None, help="Metric that picks the best model (default: first)."
     )
-    parser.add_argument(
-        "--report_to", type=str, default="none", help="accelerate trackers: tensorboard, wandb, all, none."
-    )
-    parser.add_argument("--logging_dir", type=str, default="logs")
-    parser.add_argument("--logging_steps", type=int, default=1)
-    # Hub
-    parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_model_id", type=str, default=None)
-    parser.add_argument("--hub_token", type=str, default=None)
-    parser.add_argument("--hub_private_repo", action="store_true")
+    add_logging_arguments(parser)
+    add_hub_arguments(parser)
 
     args = parser.parse_args(input_args)
-    if (args.dataset_name is None) == (args.train_file is None):
-        parser.error("pass exactly one of --dataset_name and --train_file.")
-    for name in (
-        "train_batch_size",
-        "max_train_steps",
-        "gradient_accumulation_steps",
-        "checkpointing_steps",
-        "validation_steps",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    check_dataset_arguments(parser, args)
+    check_training_arguments(parser, args, positive=("validation_steps",))
     if args.max_grad_norm is not None and args.max_grad_norm <= 0:
         parser.error(f"--max_grad_norm must be > 0, got {args.max_grad_norm}.")
     if args.noise_std is not None and args.noise_std < 0:
         parser.error(f"--noise_std must be >= 0, got {args.noise_std}.")
     if args.validation_fn is not None and args.validation_benchmark is not None:
         parser.error("pass at most one of --validation_fn and --validation_benchmark.")
-    if args.push_to_hub and args.hub_model_id is None:
-        args.hub_model_id = Path(args.output_dir).name
     return args
 
 
@@ -228,32 +191,9 @@ def load_processor(args) -> LinCIRProcessor:
 
 def main(args):
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            logging_dir=str(output_dir / args.logging_dir),
-            total_limit=args.checkpoints_total_limit,
-        ),
-        cpu=args.cpu,
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    logger.info(accelerator.state, main_process_only=False)
-
+    accelerator = build_accelerator(args)
     # Resolve the checkpoint before anything random happens: a resumed run takes its seed from it.
-    resume_dir = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
-    if accelerator.is_main_process:
-        check_output_dir(
-            output_dir,
-            run_identity(args, accelerator.num_processes),
-            args.resume_from_checkpoint,
-            args.overwrite_output_dir,
-        )
-    accelerator.wait_for_everyone()
-    state = load_training_state(resume_dir) if resume_dir is not None else {}
-    seed = state.get("seed", resolve_seed(accelerator, args.seed))
-    set_seed(seed, device_specific=True)
+    resume_dir, state, seed = start_run(accelerator, args, run_identity(args, accelerator.num_processes))
 
     # Model and processor. Only phi trains.
     processor = load_processor(args)
@@ -310,46 +250,15 @@ def main(args):
     }
     logger.info(f"Data: {json.dumps(data_summary)}")
 
-    # Optimizer, schedule, EMA. The accelerate scheduler steps once per process per optimizer step.
-    optimizer = torch.optim.AdamW(
-        model.phi.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
-    )
+    # Optimizer, schedule, EMA.
+    optimizer, lr_scheduler = create_optimizer_and_scheduler(model.phi.parameters(), args, accelerator)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     unwrapped = accelerator.unwrap_model(model)
-    phi_names = [name for name, _ in unwrapped.phi.named_parameters()]
-    ema_phi = EMAModel(unwrapped.phi.parameters(), decay=args.ema_decay) if args.use_ema else None
-    if ema_phi is not None:
-        ema_phi.to(accelerator.device)
-
+    ema_phi = create_ema(unwrapped.phi, args.use_ema, args.ema_decay, accelerator.device)
     # Checkpoints hold phi and its EMA as safetensors, not the frozen CLIP towers.
-    def save_model_hook(models, weights, directory):
-        if accelerator.is_main_process:
-            for saved in models:
-                save_file(accelerator.unwrap_model(saved).phi.state_dict(), os.path.join(directory, PHI_WEIGHTS_NAME))
-            if ema_phi is not None:
-                save_ema(ema_phi, phi_names, directory, EMA_WEIGHTS_NAME)
-        while weights:
-            weights.pop()
-
-    def load_model_hook(models, directory):
-        while models:
-            loaded = accelerator.unwrap_model(models.pop())
-            loaded.phi.load_state_dict(load_file(os.path.join(directory, PHI_WEIGHTS_NAME)))
-        if ema_phi is not None:
-            load_ema(ema_phi, phi_names, directory, EMA_WEIGHTS_NAME)
-
-    accelerator.register_save_state_pre_hook(save_model_hook)
-    accelerator.register_load_state_pre_hook(load_model_hook)
+    register_checkpoint_hooks(
+        accelerator, PHI_WEIGHTS_NAME, submodule="phi", ema=ema_phi, ema_weights_name=EMA_WEIGHTS_NAME
+    )
 
     validation_fn = import_callable(args.validation_fn) if args.validation_fn else None
     if args.validation_benchmark is not None and accelerator.is_main_process:
@@ -361,19 +270,11 @@ def main(args):
         )
     elif args.validation_benchmark is not None:
         validation_fn = lambda *_: {}  # noqa: E731  (validation runs on the main process only)
-    if accelerator.is_main_process:
-        tracker_config = {k: v for k, v in training_arguments(args).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("train_lincir", config=tracker_config)
+    init_trackers(accelerator, args, "train_lincir")
 
-    global_step = 0
-    log_history, best = [], {"metric": None, "value": None, "step": None}
-    if resume_dir is not None:
-        logger.info(f"Resuming from {resume_dir}")
-        accelerator.load_state(str(resume_dir))  # last: it restores the RNG states the loop continues from
-        global_step = state["global_step"]
-        log_history, best = state.get("log_history", []), state.get("best", best)
-    elif args.resume_from_checkpoint == "latest":
-        logger.info(f"No checkpoint in {output_dir}; starting a new run.")
+    # Last before the loop: loading a checkpoint restores the RNG states the loop continues from.
+    global_step, log_history = resume_training(accelerator, args, resume_dir, state)
+    best = state.get("best", {"metric": None, "value": None, "step": None})
 
     total_batch = micro_batch * args.gradient_accumulation_steps
     logger.info(
@@ -382,6 +283,7 @@ def main(args):
     )
     stream = IndexStream(len(train_dataset), seed=seed, position=global_step * total_batch)
     rank = accelerator.process_index
+    phi_parameters = list(unwrapped.phi.parameters())
     model.train()
     while global_step < args.max_train_steps:
         step_loss = torch.zeros((), device=accelerator.device)
@@ -393,21 +295,9 @@ def main(args):
                 loss = model(**batch, noise_std=args.noise_std).loss
                 accelerator.backward(loss / args.gradient_accumulation_steps)
             step_loss += loss.detach() / args.gradient_accumulation_steps
-        if args.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(unwrapped.phi.parameters(), args.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(accelerator, optimizer, lr_scheduler, phi_parameters, args.max_grad_norm, ema=ema_phi)
         global_step += 1
-        if ema_phi is not None:
-            ema_phi.step(unwrapped.phi.parameters())
-
-        step_loss = accelerator.reduce(step_loss, reduction="mean").item()
-        if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-            logs = {"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0]}
-            accelerator.log(logs, step=global_step)
-            log_history.append({"step": global_step, **logs})
-            logger.info(f"step {global_step}: loss {step_loss:.6f}")
+        log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history)
         _debug_kill("step", global_step)
 
         if validation_fn is not None and global_step % args.validation_steps == 0:
@@ -435,17 +325,11 @@ def main(args):
         if ema_phi is not None:
             ema_phi.copy_to(unwrapped.phi.parameters())
         final = final_model(args, unwrapped, weight_dtype)
-        train_losses = [entry["train/loss"] for entry in log_history if "train/loss" in entry]
-        results = {"final_train_loss": train_losses[-1]} if train_losses else {}
+        results = train_results(log_history)
         if best["value"] is not None:
             results[f"best_{best['metric']}"] = f"{best['value']} (step {best['step']})"
         save_output(output_dir, final, processor, args, data_summary, results, seed)
-        with open(output_dir / "training_log.json", "w", encoding="utf-8") as handle:
-            json.dump(log_history, handle, indent=1)
-        if args.push_to_hub:
-            push_output_to_hub(
-                output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None
-            )
+        finish_run(args, log_history)
     accelerator.end_training()
 
 

@@ -32,10 +32,12 @@ __all__ = [
     "CHECKPOINT_PREFIX",
     "TRAINING_STATE_NAME",
     "check_output_dir",
+    "create_ema",
     "find_latest_checkpoint",
     "list_checkpoints",
     "load_ema",
     "load_training_state",
+    "register_checkpoint_hooks",
     "resolve_resume_checkpoint",
     "save_checkpoint",
     "save_ema",
@@ -225,3 +227,81 @@ def load_ema(ema, names: Iterable[str], directory: str | os.PathLike, filename: 
     for key, value in state.items():
         if hasattr(ema, key):
             setattr(ema, key, value)
+
+
+def create_ema(module: torch.nn.Module, use_ema: bool, decay: float, device: torch.device | str):
+    """A diffusers `EMAModel` of `module`'s parameters on `device` (`--use_ema`, `--ema_decay`), or `None`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_cir.training import create_ema
+    >>> create_ema(torch.nn.Linear(2, 2), True, 0.9999, "cpu").decay
+    0.9999
+
+    ```
+    """
+    if not use_ema:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(module.parameters(), decay=decay)
+    ema.to(device)
+    return ema
+
+
+def register_checkpoint_hooks(
+    accelerator,
+    weights_name: str,
+    *,
+    submodule: str | None = None,
+    ema=None,
+    ema_weights_name: str | None = None,
+) -> None:
+    """Make `accelerator.save_state`/`load_state` keep only the trained weights, as safetensors: the prepared
+    model's `submodule` (e.g. LinCIR's `"phi"`; the whole model when `None`) in `weights_name`, and its EMA
+    (`create_ema`) in `ema_weights_name` with the parameters' names. Frozen weights (e.g. CLIP towers) are not saved.
+
+    Example:
+
+    ```python
+    >>> import os, tempfile, torch
+    >>> from accelerate import Accelerator
+    >>> from hf_cir.training import register_checkpoint_hooks
+    >>> accelerator = Accelerator(cpu=True)
+    >>> model = accelerator.prepare(torch.nn.Linear(2, 2))
+    >>> register_checkpoint_hooks(accelerator, "model.safetensors")
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = accelerator.save_state(folder)
+    >>> sorted(name for name in os.listdir(folder) if name.endswith(".safetensors"))
+    ['model.safetensors']
+
+    ```
+    """
+    if ema is not None and ema_weights_name is None:
+        raise ValueError("register_checkpoint_hooks: pass ema_weights_name with ema.")
+
+    def trained(model) -> torch.nn.Module:
+        model = accelerator.unwrap_model(model)
+        return getattr(model, submodule) if submodule else model
+
+    def save_model_hook(models, weights, directory):
+        if accelerator.is_main_process:
+            for saved in models:
+                module = trained(saved)
+                save_file(module.state_dict(), os.path.join(directory, weights_name))
+                if ema is not None:
+                    save_ema(ema, [name for name, _ in module.named_parameters()], directory, ema_weights_name)
+        while weights:  # accelerate would save them again as model.safetensors
+            weights.pop()
+
+    def load_model_hook(models, directory):
+        while models:
+            module = trained(models.pop())
+            module.load_state_dict(load_file(os.path.join(directory, weights_name)))
+            if ema is not None:
+                load_ema(ema, [name for name, _ in module.named_parameters()], directory, ema_weights_name)
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["import_callable", "isolated_rng", "mixed_precision_dtype", "resolve_seed", "append_jsonl"]
+__all__ = [
+    "import_callable",
+    "isolated_rng",
+    "load_pretrained",
+    "mixed_precision_dtype",
+    "resolve_seed",
+    "append_jsonl",
+]
 
 
 def import_callable(spec: str, argument: str = "--validation_fn") -> Callable:
@@ -38,6 +45,29 @@ def import_callable(spec: str, argument: str = "--validation_fn") -> Callable:
     if not callable(target):
         raise ValueError(f"{argument} {spec!r} is not callable.")
     return target
+
+
+def load_pretrained(cls, source: tuple[str, str | None], **kwargs):
+    """`cls.from_pretrained` of a `(name_or_path, subfolder)` source (e.g. a pipeline component, or a standalone
+    folder when `subfolder` is `None`), as the encoder sources of the CompoDiff scripts name them.
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> from transformers import CLIPTextConfig
+    >>> from hf_cir.training import load_pretrained
+    >>> folder = tempfile.mkdtemp()
+    >>> CLIPTextConfig(hidden_size=32).save_pretrained(f"{folder}/text_encoder")
+    >>> load_pretrained(CLIPTextConfig, (folder, "text_encoder")).hidden_size
+    32
+
+    ```
+    """
+    name, subfolder = source
+    if subfolder:
+        return cls.from_pretrained(name, subfolder=subfolder, **kwargs)
+    return cls.from_pretrained(name, **kwargs)
 
 
 def mixed_precision_dtype(mixed_precision: str | None) -> torch.dtype:
