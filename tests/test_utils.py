@@ -89,3 +89,19 @@ def test_atomic_directory_replaces_whole_folder(tmp_path):
 def test_load_image_float_array_is_zero_to_one():
     array = np.full((2, 2, 3), 0.5, dtype=np.float32)
     assert load_image(array).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "f.txt", "w") as handle:
+            handle.write("x")
+        with atomic_directory(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

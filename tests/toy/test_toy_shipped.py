@@ -39,3 +39,27 @@ def test_compodiff_beats_baselines(results):
     compodiff = results["CompoDiff"]["recall@10"]
     for baseline in BASELINES:
         assert compodiff > results[baseline]["recall@10"], (baseline, results)
+
+
+def test_shipped_checkpoints_hold_no_remote_code_copies():
+    # The package is their code; copies inside the checkpoints would be a second version that can drift.
+    assert not list(default_checkpoints_dir().rglob("*.py"))
+    assert "auto_map" not in (toy_checkpoint("lincir") / "config.json").read_text()
+
+
+def test_evaluate_toy_without_model_prints_the_table(capsys):
+    from hf_cir.cli import main
+
+    argv = ["evaluate", "--benchmark", "toy", "--benchmark-option", "seeds=0", "--benchmark-option", "num_queries=40"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    for label in ("image only", "text only", "sum of image and text", "LinCIR, untrained phi", "CompoDiff"):
+        assert f"| {label} |" in table
+    assert "R@10 (seed 0)" in table
+
+
+def test_evaluate_other_benchmark_without_model_is_an_error(capsys):
+    from hf_cir.cli import main
+
+    assert main(["evaluate", "--benchmark", "cirr", "--data-dir", "nowhere"]) == 2
+    assert "--model is required for --benchmark cirr" in capsys.readouterr().err

@@ -12,6 +12,17 @@ from pathlib import Path
 __all__ = ["atomic_directory", "atomic_file"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _apply_default_permissions(path: str | os.PathLike, is_dir: bool) -> None:
+    # mkstemp/mkdtemp create private (0600/0700) entries; the result should get what an ordinary open/mkdir gives.
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_current_umask())
+
+
 def _fsync_directory(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -41,6 +52,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        _apply_default_permissions(tmp_name, is_dir=False)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -66,6 +78,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        _apply_default_permissions(tmp, is_dir=True)
         yield tmp
         if target.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
