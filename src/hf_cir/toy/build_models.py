@@ -117,7 +117,9 @@ _TOY_NOTES = {
         "(`../clip`). Recipe: keywords are the attribute words (`hf_cir.toy.world:toy_keyword_spans`), a random "
         "subset of them is masked (`--masking_policy random`), and the noise is relative to the embedding's norm "
         "(`--noise_std 1.0`); on this world both beat the paper's defaults. It knows only the toy world; it is "
-        "not a general-purpose model. License: Apache-2.0 (weights trained by hf-cir on synthetic data)."
+        "not a general-purpose model. License: Apache-2.0 (weights trained by hf-cir on synthetic data). It loads "
+        "through the installed hf-cir package (`import hf_cir`, then `LinCIRModel.from_pretrained` or the Auto "
+        "classes): the shipped folder carries no remote-code files, so leave out `trust_remote_code`."
     ),
     "compodiff": (
         "**This is the hf-cir toy CompoDiff**, the embedded default of `hf-cir demo`: a small prior trained by "
