@@ -147,3 +147,13 @@ def test_from_pretrained_placeholder_override_keeps_tokenizer_vocabulary(tiny_cl
     assert len(processor.tokenizer) == 49408
     ids = processor(images=Image.new("RGB", (8, 8)), text="red")["input_ids"]
     assert processor.batch_decode(ids, skip_special_tokens=True) == ["$ but red"]
+
+
+def test_compose_applies_the_template_without_images(tiny_clip_dir):
+    processor = LinCIRProcessor.from_pretrained(tiny_clip_dir)
+    composed = processor(text=["is red", "$ on a beach"], compose=True)["input_ids"]
+    assert processor.batch_decode(composed, skip_special_tokens=True) == ["a photo of $ that is red", "$ on a beach"]
+    plain = processor(text="is red")["input_ids"]
+    assert processor.batch_decode(plain, skip_special_tokens=True) == ["is red"]
+    with pytest.raises(ValueError, match="truncated away"):
+        processor(text=["word " * 100 + "$"], compose=True)

@@ -56,7 +56,6 @@ from hf_cir.training import (
     training_arguments,
     training_details_markdown,
 )
-from hf_cir.training.checkpointing import _debug_kill
 from hf_cir.training.embeddings import (
     TASKS,
     CompoDiffBatchSampler,
@@ -369,7 +368,6 @@ def main(args):
         optimizer_step(accelerator, optimizer, lr_scheduler, prior_parameters, args.max_grad_norm, ema=ema)
         global_step += 1
         log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history)
-        _debug_kill("step", global_step)
         if global_step % args.checkpointing_steps == 0 and global_step < args.max_train_steps:
             training_state = {"seed": seed, "log_history": log_history, "sampler_positions": sampler.state()}
             save_checkpoint(accelerator, output_dir, global_step, training_state, args.checkpoints_total_limit)

@@ -60,7 +60,6 @@ from hf_cir.training import (
     training_arguments,
     training_details_markdown,
 )
-from hf_cir.training.checkpointing import _debug_kill
 from hf_cir.training.validation import benchmark_validation
 from hf_cir.utils import atomic_directory
 
@@ -298,7 +297,6 @@ def main(args):
         optimizer_step(accelerator, optimizer, lr_scheduler, phi_parameters, args.max_grad_norm, ema=ema_phi)
         global_step += 1
         log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history)
-        _debug_kill("step", global_step)
 
         if validation_fn is not None and global_step % args.validation_steps == 0:
             best = validate(

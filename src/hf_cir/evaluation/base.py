@@ -111,6 +111,16 @@ def read_json(path: Path, benchmark: str) -> Any:
         raise ValueError(f"{benchmark}: {path} is not valid JSON ({error}).") from error
 
 
+def per_query_gallery_image_ids(queries: list[CIRQuery]) -> list[str]:
+    """The references and per-query galleries of `queries`, each image once, in first-seen order (for benchmarks
+    whose queries each search their own gallery, like GeneCIS)."""
+    ids: dict[str, None] = {}
+    for query in queries:
+        ids[query.reference_id] = None
+        ids.update(dict.fromkeys(query.gallery_ids or ()))
+    return list(ids)
+
+
 class Benchmark(ABC):
     """Base class of composed image retrieval benchmarks.
 

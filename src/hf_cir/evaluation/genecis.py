@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils import load_image
-from .base import Benchmark, CIRQuery, EmbeddingTable, read_json
+from .base import Benchmark, CIRQuery, EmbeddingTable, per_query_gallery_image_ids, read_json
 from .metrics import recall_at_k, target_ranks
 
 __all__ = ["GeneCISBenchmark", "crop_instance"]
@@ -138,11 +138,7 @@ class GeneCISBenchmark(Benchmark):
         return True
 
     def image_ids(self) -> list[str]:
-        ids: dict[str, None] = {}
-        for query in self._queries:
-            ids[query.reference_id] = None
-            ids.update(dict.fromkeys(query.gallery_ids))
-        return list(ids)
+        return per_query_gallery_image_ids(self._queries)
 
     def load_image(self, image_id: str) -> Image.Image:
         source, _, rest = image_id.partition(":")

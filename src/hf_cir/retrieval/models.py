@@ -259,30 +259,18 @@ class LinCIRRetrievalModel(RetrievalModel):
         pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
         return self.model.get_image_features(pixel_values)
 
-    def _tokenize(self, texts: list[str], template: bool):
-        if template:
-            placeholder = self.processor.placeholder_token_id
-            tokenizer = self.processor.tokenizer
-            templated = []
-            for index, text in enumerate(texts):
-                if placeholder in tokenizer(text, add_special_tokens=False)["input_ids"]:
-                    templated.append(text)
-                elif self.processor.prompt_template is None:
-                    raise ValueError(f"Text {index} ({text!r}) has no placeholder and the processor has no template.")
-                else:
-                    templated.append(self.processor.prompt_template.replace("{}", text, 1))
-            texts = templated
-        encoding = self.processor(text=texts, return_tensors="pt")
+    def _tokenize(self, texts: list[str], compose: bool):
+        encoding = self.processor(text=texts, compose=compose, return_tensors="pt")
         return encoding["input_ids"].to(self.device), encoding["attention_mask"].to(self.device)
 
     def _encode_texts(self, texts):
-        input_ids, attention_mask = self._tokenize(texts, template=False)
+        input_ids, attention_mask = self._tokenize(texts, compose=False)
         return self.model.get_text_features(input_ids, attention_mask=attention_mask)
 
     def _compose(self, texts, images, image_embeds, negative_texts, mask_images):
         if image_embeds is None:
             image_embeds = self._encode_images(images)
-        input_ids, attention_mask = self._tokenize(texts, template=True)
+        input_ids, attention_mask = self._tokenize(texts, compose=True)
         return self.model.get_composed_features(input_ids, image_embeds=image_embeds, attention_mask=attention_mask)
 
     def gallery_fingerprint(self) -> str:

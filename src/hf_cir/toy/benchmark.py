@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..evaluation.base import Benchmark, CIRQuery, EmbeddingTable
+from ..evaluation.base import Benchmark, CIRQuery, EmbeddingTable, per_query_gallery_image_ids
 from ..evaluation.metrics import recall_at_k, target_ranks
 from .world import NUM_NEIGHBOURS, ToyAttributes, ToyWorld
 
@@ -106,11 +106,7 @@ class ToyBenchmark(Benchmark):
         return self._toy_queries
 
     def image_ids(self) -> list[str]:
-        ids: dict[str, None] = {}
-        for query in self._queries:
-            ids[query.reference_id] = None
-            ids.update(dict.fromkeys(query.gallery_ids))
-        return list(ids)
+        return per_query_gallery_image_ids(self._queries)
 
     def load_image(self, image_id: str) -> Image.Image:
         kind, _, index = image_id.partition("/")

@@ -129,6 +129,7 @@ class LinCIRProcessor(ProcessorMixin):
         truncation: bool = True,
         max_length: int | None = None,
         return_tensors: str | None = "pt",
+        compose: bool | None = None,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -145,6 +146,9 @@ class LinCIRProcessor(ProcessorMixin):
                 Truncation keeps the EOS token and logs a warning.
             return_tensors (`str`, *optional*, defaults to `"pt"`):
                 The tensor type of the outputs.
+            compose (`bool`, *optional*):
+                Whether the texts are composed queries (template applied, placeholder required). Defaults to whether
+                `images` are given; pass `True` to prepare queries whose image embeddings are already computed.
             kwargs:
                 Passed to the image processor.
 
@@ -177,7 +181,8 @@ class LinCIRProcessor(ProcessorMixin):
             data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         if texts is not None:
             max_length = max_length if max_length is not None else self.tokenizer.model_max_length
-            if images is not None:
+            compose = images is not None if compose is None else compose
+            if compose:
                 texts = [self._apply_template(t, i) for i, t in enumerate(texts)]
             full_lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
             truncated = [i for i, length in enumerate(full_lengths) if length > max_length]
@@ -189,7 +194,7 @@ class LinCIRProcessor(ProcessorMixin):
             encoding = self.tokenizer(
                 texts, padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors
             )
-            if images is not None:
+            if compose:
                 for i, ids in enumerate(encoding["input_ids"]):
                     if self.placeholder_token_id not in (ids.tolist() if hasattr(ids, "tolist") else ids):
                         raise ValueError(
