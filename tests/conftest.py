@@ -12,6 +12,9 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-cir-tests-hf-home-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest_plugins = ["compodiff_fixtures"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "reference"
@@ -27,3 +30,12 @@ def reference_dir() -> Path:
 def tiny_clip_dir() -> Path:
     """A tiny CLIPModel folder (float16 on disk: load with `dtype=torch.float32`) with the real CLIP tokenizer."""
     return REFERENCE / "clip"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one thread avoids oversubscription (50x slower under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -32,7 +32,7 @@ from accelerate.logging import get_logger
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer, CompoDiffScheduler
-from hf_cir.pipelines.compodiff.model_card import create_compodiff_model_card
+from hf_cir.hub import create_compodiff_model_card
 from hf_cir.training import (
     add_accelerator_arguments,
     add_checkpoint_arguments,

@@ -25,7 +25,7 @@ import torch
 from accelerate.logging import get_logger
 
 from hf_cir import LinCIRModel, LinCIRProcessor
-from hf_cir.models.lincir.hub_lincir import create_lincir_model_card, save_lincir_pretrained
+from hf_cir.hub import create_lincir_model_card, save_pretrained
 from hf_cir.training import (
     CaptionMasker,
     IndexStream,
@@ -395,7 +395,7 @@ def save_output(output_dir, model, processor, args, data_summary, results, seed)
         training_details=details,
         source=f"trained with hf-cir's training/train_lincir.py from {args.clip_model_name_or_path}",
     )
-    save_lincir_pretrained(model, output_dir, processor, model_card=card)
+    save_pretrained(model, output_dir, processor, model_card=card)
 
 
 if __name__ == "__main__":

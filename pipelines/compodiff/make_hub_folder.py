@@ -12,7 +12,7 @@ import argparse
 import shutil
 import sys
 
-from hf_cir.pipelines.compodiff.remote_code import make_remote_code_folder
+from hf_cir.hub import make_remote_code_folder
 
 
 def main(argv: list[str] | None = None) -> int:

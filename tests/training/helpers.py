@@ -39,10 +39,14 @@ def run_in_process(script, argv: list[str]) -> None:
 
 
 def run_subprocess(
-    name: str, argv: list[str], env: dict | None = None, timeout: int = 300
+    name: str, argv: list[str], env: dict | None = None, timeout: int = 300, kill_at: str | None = None
 ) -> subprocess.CompletedProcess:
+    """Run `training/{name}.py` in a fresh process; `kill_at="step:3"` or `"checkpoint:4"` SIGKILLs it there (the
+    fault is injected by `faults.py`, a wrapper around the script, never by the library)."""
+    script = str(ROOT / "training" / f"{name}.py")
+    wrapper = [str(Path(__file__).with_name("faults.py")), kill_at] if kill_at else []
     return subprocess.run(
-        [sys.executable, str(ROOT / "training" / f"{name}.py"), *map(str, argv)],
+        [sys.executable, *wrapper, script, *map(str, argv)],
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

@@ -238,7 +238,7 @@ def test_stages_learn_and_write_a_complete_documented_pipeline(stage1, stage2):
 def test_killed_while_checkpointing_resumes_bit_identically(embeddings, stage1, stage2, tmp_path):
     output_dir = tmp_path / "killed"
     killed = run_subprocess(
-        "train_compodiff", stage2_args(embeddings, stage1, output_dir), env={"HF_CIR_DEBUG_KILL": "checkpoint:4"}
+        "train_compodiff", stage2_args(embeddings, stage1, output_dir), kill_at="checkpoint:4"
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # checkpoint-4 was half written: only its temporary folder exists, and `latest` is checkpoint-2.

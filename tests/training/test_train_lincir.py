@@ -73,7 +73,7 @@ def test_training_learns_and_writes_a_loadable_documented_model(finished_run):
 def test_sigkilled_run_resumes_bit_identically(finished_run, tiny_clip_dir, captions_file, tmp_path):
     output_dir = tmp_path / "killed"
     killed = run_subprocess(
-        "train_lincir", base_args(tiny_clip_dir, captions_file, output_dir), env={"HF_CIR_DEBUG_KILL": "step:3"}
+        "train_lincir", base_args(tiny_clip_dir, captions_file, output_dir), kill_at="step:3"
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [p.name for p in output_dir.glob("checkpoint-*")] == ["checkpoint-2"]

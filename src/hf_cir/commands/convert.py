@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_lincir(args: argparse.Namespace) -> int:
-    from hf_cir.models.lincir.convert_lincir_original_to_hf import convert_lincir_checkpoint
+    from hf_cir.conversion.lincir import convert_lincir_checkpoint
 
     convert_lincir_checkpoint(
         phi_checkpoint=args.phi_checkpoint,
@@ -71,7 +71,7 @@ def _run_lincir(args: argparse.Namespace) -> int:
 
 
 def _run_compodiff(args: argparse.Namespace) -> int:
-    from hf_cir.models.compodiff.convert_compodiff_original_to_diffusers import convert_compodiff_checkpoint
+    from hf_cir.conversion.compodiff import convert_compodiff_checkpoint
 
     convert_compodiff_checkpoint(
         checkpoint=args.checkpoint,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .index import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
+from ._common import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
 
 EXAMPLE = """example:
   hf-cir evaluate --benchmark toy  # every method on the shipped toy checkpoints, two seeds

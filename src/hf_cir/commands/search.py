@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .index import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
+from ._common import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
 
 EXAMPLE = """example:
   hf-cir search --index pictures.index --image beach.jpg --text "at night" --top-k 10
@@ -18,6 +18,8 @@ baselines image, text and sum (normalised image + text embeddings).
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from hf_cir.retrieval import METHODS
+
     parser = subparsers.add_parser(
         "search",
         help="search an index with a composed query",
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default=None,
-        choices=["lincir", "compodiff", "image", "text", "sum"],
+        choices=list(METHODS),
         help="default: the model's own",
     )
     parser.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")

@@ -4,6 +4,17 @@ It is the embedded default of hf-cir: `hf-cir demo` and `hf-cir evaluate --bench
 checkpoints shipped in `hf_cir/toy/checkpoints/`, which `python -m hf_cir.toy.build_models` retrains.
 """
 
+from .checkpoints import default_checkpoints_dir, toy_checkpoint
 from .world import ATTRIBUTES, NUM_NEIGHBOURS, ToyAttributes, ToyQuery, ToyTriplet, ToyWorld, toy_vocabulary
 
-__all__ = ["ATTRIBUTES", "NUM_NEIGHBOURS", "ToyAttributes", "ToyQuery", "ToyTriplet", "ToyWorld", "toy_vocabulary"]
+__all__ = [
+    "ATTRIBUTES",
+    "NUM_NEIGHBOURS",
+    "ToyAttributes",
+    "ToyQuery",
+    "ToyTriplet",
+    "ToyWorld",
+    "default_checkpoints_dir",
+    "toy_checkpoint",
+    "toy_vocabulary",
+]

@@ -26,7 +26,8 @@ from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from ..utils import atomic_directory, render_model_card
+from ..hub import render_model_card
+from ..utils import atomic_directory
 from .tokenization import build_toy_tokenizer
 from .world import CAPTION_TEMPLATES, ToyWorld
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..utils import atomic_file, render_model_card
+from ..hub import render_model_card
+from ..utils import atomic_file
 
 __all__ = ["push_output_to_hub", "training_arguments", "training_details_markdown", "write_training_model_card"]
 

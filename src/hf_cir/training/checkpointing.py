@@ -49,16 +49,6 @@ RUN_FILE_NAME = "training_run.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
-def _debug_kill(event: str, step: int) -> None:
-    # Fault-injection for the crash tests: HF_CIR_DEBUG_KILL="checkpoint:4" SIGKILLs this process while checkpoint 4
-    # is half written, "step:3" right after optimizer step 3. Never set outside tests.
-    spec = os.environ.get("HF_CIR_DEBUG_KILL")
-    if spec and spec == f"{event}:{step}":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoint folders of `output_dir`, oldest first."""
     root = Path(output_dir)
@@ -178,7 +168,6 @@ def save_checkpoint(
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _debug_kill("checkpoint", step)
         with atomic_file(tmp / TRAINING_STATE_NAME, "w") as handle:
             json.dump({**state, "global_step": step}, handle, indent=2, sort_keys=True)
         if final.exists():

@@ -17,7 +17,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from transformers import get_scheduler
 
 from .card import push_output_to_hub, training_arguments
-from .checkpointing import _debug_kill, check_output_dir, load_training_state, resolve_resume_checkpoint
+from .checkpointing import check_output_dir, load_training_state, resolve_resume_checkpoint
 from .utils import resolve_seed
 
 __all__ = [
@@ -247,7 +247,6 @@ def log_training_step(
         accelerator.log(logs, step=global_step)
         log_history.append({"step": global_step, **logs})
         logger.info(f"step {global_step}: loss {step_loss:.6f}")
-    _debug_kill("step", global_step)  # fault-injection hook of the resume tests; inert unless HF_CIR_DEBUG_KILL is set
     return step_loss
 
 

@@ -1,8 +1,7 @@
-"""Helpers shared by every model of hf-cir: images, tokenizers, atomic writes, model cards."""
+"""Helpers shared by every model of hf-cir: images, tokenizers, atomic writes."""
 
 from .images import IMAGE_EXTENSIONS, ImageInput, load_image, to_rgb
 from .io import atomic_directory, atomic_file
-from .model_card import model_card_template_path, render_model_card
 from .tokenization import build_clip_tokenizer, find_clip_bpe_file
 
 __all__ = [
@@ -13,7 +12,5 @@ __all__ = [
     "build_clip_tokenizer",
     "find_clip_bpe_file",
     "load_image",
-    "model_card_template_path",
-    "render_model_card",
     "to_rgb",
 ]

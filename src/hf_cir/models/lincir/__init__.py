@@ -1,14 +1,12 @@
-"""LinCIR (Gu et al., CVPR 2024) as a transformers model: config, model, processor, conversion, Hub helpers.
+"""LinCIR (Gu et al., CVPR 2024) as a transformers model: config, model, processor.
 
 Importing this package registers LinCIR with `AutoConfig`, `AutoModel` and `AutoProcessor`, and marks the classes for
 remote code so that `save_pretrained` writes an `auto_map` with copies of the (self-contained) modeling files.
 """
 
-from transformers import AutoConfig, AutoModel, AutoProcessor
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_lincir import LinCIRConfig
-from .hub_lincir import create_lincir_model_card, push_lincir_to_hub, save_lincir_pretrained
 from .modeling_lincir import LinCIRModel, LinCIROutput, LinCIRPreTrainedModel
 from .processing_lincir import LinCIRProcessor, get_placeholder_token_id
 
@@ -37,8 +35,5 @@ __all__ = [
     "LinCIROutput",
     "LinCIRPreTrainedModel",
     "LinCIRProcessor",
-    "create_lincir_model_card",
     "get_placeholder_token_id",
-    "push_lincir_to_hub",
-    "save_lincir_pretrained",
 ]

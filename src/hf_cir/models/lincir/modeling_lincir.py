@@ -417,21 +417,6 @@ class LinCIRModel(LinCIRPreTrainedModel):
             loss=loss, composed_embeds=composed_embeds, text_embeds=text_embeds, pseudo_tokens=pseudo_tokens
         )
 
-    def push_to_hub(self, repo_id: str, *, processor=None, model_card=None, **kwargs):
-        r"""
-        Upload the model (and `processor`, if given) with a LinCIR model card (license, base model, tags, usage,
-        citation). The card is rendered by hf-cir; without hf-cir installed (remote code), transformers' generic card
-        is used. Other keyword arguments: see [`hf_cir.models.lincir.push_lincir_to_hub`].
-        """
-        try:
-            from hf_cir.models.lincir.hub_lincir import push_lincir_to_hub
-        except ImportError:
-            if processor is not None:
-                shared = ("commit_message", "private", "token", "revision", "create_pr")
-                processor.push_to_hub(repo_id, **{key: kwargs[key] for key in shared if key in kwargs})
-            return super().push_to_hub(repo_id, **kwargs)
-        return push_lincir_to_hub(self, repo_id, processor=processor, model_card=model_card, **kwargs)
-
     def _placeholder_token_id(self) -> int:
         if self.config.placeholder_token_id is None:
             raise ValueError(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -587,47 +585,3 @@ class CompoDiffPipeline(DiffusionPipeline):
         if crop is not None and hasattr(crop, "height"):
             return (crop.height, crop.width)
         return None
-
-    # ------------------------------------------------------------------------------------------------------ Hub
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        variant: str | None = None,
-        base_models: list[str] | None = None,
-        eval_results: list | None = None,
-    ) -> str:
-        """
-        Upload the pipeline (safetensors) with a model card to `repo_id`.
-
-        When hf-cir is loaded, the card is rendered from its `compodiff` template (license, base models, tags,
-        usage, citation, and a model-index from `eval_results`, a list of `huggingface_hub.EvalResult`);
-        otherwise a minimal card is written.
-        """
-        from huggingface_hub import ModelCard, ModelCardData, create_repo
-
-        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, safe_serialization=True, variant=variant)
-            # Only use hf-cir's template if hf-cir is already loaded: this file never imports it.
-            card_module = sys.modules.get("hf_cir.pipelines.compodiff.model_card")
-            if card_module is not None:
-                card = card_module.create_compodiff_model_card(
-                    self, model_id=repo_id, base_models=base_models, eval_results=eval_results
-                )
-            else:
-                card = ModelCard.from_template(
-                    ModelCardData(
-                        license="apache-2.0",
-                        library_name="diffusers",
-                        base_model=base_models,
-                        tags=["composed-image-retrieval", "compodiff", "clip"],
-                    ),
-                    model_id=repo_id,
-                )
-            card.save(os.path.join(tmp, "README.md"))
-            return self._upload_folder(tmp, repo_id, token=token, commit_message=commit_message, create_pr=create_pr)

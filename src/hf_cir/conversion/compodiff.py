@@ -26,8 +26,12 @@ from pathlib import Path
 
 import torch
 
-from ...utils import atomic_directory
-from .modeling_compodiff import CompoDiffPriorTransformer
+from ..hub import create_compodiff_model_card
+from ..hub import push_to_hub as _push
+from ..models.compodiff import CompoDiffPriorTransformer
+from ..pipelines.compodiff import CompoDiffPipeline
+from ..schedulers.scheduling_compodiff import CompoDiffScheduler, cosine_beta_schedule
+from ..utils import atomic_directory
 
 __all__ = ["convert_compodiff_checkpoint", "convert_compodiff_state_dict", "load_original_checkpoint"]
 
@@ -297,8 +301,6 @@ def check_scheduler_buffers(buffers: dict[str, torch.Tensor], scheduler) -> None
 
 
 def _float64_betas(scheduler) -> torch.Tensor:
-    from ...schedulers.scheduling_compodiff import cosine_beta_schedule
-
     config = scheduler.config
     return cosine_beta_schedule(config.num_train_timesteps, config.cosine_s, config.max_beta)
 
@@ -313,8 +315,6 @@ def convert_compodiff_state_dict(
         ValueError: keys that are neither mapped nor known reference buffers, missing keys (both listed), rotary
             frequencies or a noise schedule that differ from the standard ones.
     """
-    from ...schedulers.scheduling_compodiff import CompoDiffScheduler
-
     network, scheduler_buffers, other, original_names = _split(state_dict)
     if other:
         raise ValueError(f"Unexpected keys in the checkpoint: {', '.join(sorted(other))}.")
@@ -379,7 +379,7 @@ def convert_compodiff_checkpoint(
     Example:
 
     ```python
-    >>> from hf_cir.models.compodiff.convert_compodiff_original_to_diffusers import convert_compodiff_checkpoint
+    >>> from hf_cir.conversion.compodiff import convert_compodiff_checkpoint
     >>> pipe = convert_compodiff_checkpoint(  # doctest: +SKIP
     ...     "CompoDiff-Aesthetic", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "openai/clip-vit-large-patch14",
     ...     output_dir="compodiff-aesthetic",
@@ -387,9 +387,6 @@ def convert_compodiff_checkpoint(
     ```
     """
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
-
-    from ...pipelines.compodiff.model_card import create_compodiff_model_card
-    from ...pipelines.compodiff.pipeline_compodiff import CompoDiffPipeline
 
     state_dict, original_config = load_original_checkpoint(checkpoint)
     prior, scheduler = convert_compodiff_state_dict(state_dict, original_config)
@@ -438,5 +435,5 @@ def convert_compodiff_checkpoint(
             )
             card.save(str(Path(tmp) / "README.md"))
     if push_to_hub is not None:
-        pipeline.push_to_hub(push_to_hub, base_models=base_models)
+        _push(pipeline, push_to_hub, base_models=base_models)
     return pipeline

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hf_cir import CompoDiffScheduler
-from hf_cir.models.compodiff.convert_compodiff_original_to_diffusers import load_original_checkpoint
+from hf_cir.conversion.compodiff import load_original_checkpoint
 
 
 def test_timestep_grid_matches_reference(compodiff_cases):
@@ -16,8 +16,8 @@ def test_timestep_grid_matches_reference(compodiff_cases):
     assert scheduler.timesteps.tolist() == compodiff_cases["network_evaluations_at"]
 
 
-def test_schedule_equals_reference_buffers(compodiff_dir):
-    state_dict, _ = load_original_checkpoint(compodiff_dir / "reference_checkpoint")
+def test_schedule_equals_reference_buffers(compodiff_reference_dir):
+    state_dict, _ = load_original_checkpoint(compodiff_reference_dir / "reference_checkpoint")
     scheduler = CompoDiffScheduler()
     for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_recip_alphas_cumprod"):
         assert torch.equal(getattr(scheduler, name), state_dict[f"model.noise_scheduler.{name}"]), name

@@ -15,9 +15,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ...models.compodiff import modeling_compodiff
-from ...schedulers import scheduling_compodiff
-from . import pipeline_compodiff
+from ..models.compodiff import modeling_compodiff
+from ..pipelines.compodiff import pipeline_compodiff
+from ..schedulers import scheduling_compodiff
 
 __all__ = ["REMOTE_CODE_FILES", "make_remote_code_folder"]
 
@@ -38,7 +38,7 @@ def make_remote_code_folder(folder: str | os.PathLike) -> Path:
     Example:
 
     ```python
-    >>> from hf_cir.pipelines.compodiff.remote_code import make_remote_code_folder
+    >>> from hf_cir.hub import make_remote_code_folder
     >>> pipe.save_pretrained("compodiff-hub")  # doctest: +SKIP
     >>> make_remote_code_folder("compodiff-hub")  # doctest: +SKIP
     >>> # then, anywhere: DiffusionPipeline.from_pretrained("compodiff-hub", trust_remote_code=True)

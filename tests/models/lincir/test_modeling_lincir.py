@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from hf_cir import LinCIRConfig, LinCIRModel, LinCIROutput
-from hf_cir.models.lincir.convert_lincir_original_to_hf import convert_phi_state_dict, load_reference_phi
+from hf_cir.conversion.lincir import convert_phi_state_dict, load_reference_phi
 
 TOLERANCE = 1e-5
 

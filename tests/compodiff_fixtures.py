@@ -1,4 +1,5 @@
-"""Fixtures of the CompoDiff tests: the reference fixtures, the converted reference prior, the tiny CLIP towers."""
+"""Fixtures of the CompoDiff tests (a pytest plugin of tests/conftest.py): the reference fixtures, the converted
+reference prior, the tiny CLIP towers."""
 
 import json
 
@@ -7,39 +8,30 @@ import torch
 from safetensors.torch import load_file
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids oversubscription (50x slower under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
-def compodiff_dir(reference_dir):
+def compodiff_reference_dir(reference_dir):
     return reference_dir / "compodiff"
 
 
 @pytest.fixture(scope="session")
-def compodiff_cases(compodiff_dir):
-    return json.loads((compodiff_dir / "cases.json").read_text())
+def compodiff_cases(compodiff_reference_dir):
+    return json.loads((compodiff_reference_dir / "cases.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def compodiff_tensors(compodiff_dir):
-    return load_file(str(compodiff_dir / "expected.safetensors"))
+def compodiff_tensors(compodiff_reference_dir):
+    return load_file(str(compodiff_reference_dir / "expected.safetensors"))
 
 
 @pytest.fixture(scope="session")
-def reference_prior(compodiff_dir):
+def reference_prior(compodiff_reference_dir):
     """The reference checkpoint, converted: `(prior, scheduler)`."""
-    from hf_cir.models.compodiff.convert_compodiff_original_to_diffusers import (
+    from hf_cir.conversion.compodiff import (
         convert_compodiff_state_dict,
         load_original_checkpoint,
     )
 
-    state_dict, config = load_original_checkpoint(compodiff_dir / "reference_checkpoint")
+    state_dict, config = load_original_checkpoint(compodiff_reference_dir / "reference_checkpoint")
     return convert_compodiff_state_dict(state_dict, config)
 
 

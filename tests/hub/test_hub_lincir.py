@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 import hf_cir.models.lincir as lincir_package
 from hf_cir import LinCIRModel, LinCIRProcessor
 from hf_cir.cli import main as cli_main
-from hf_cir.models.lincir.convert_lincir_original_to_hf import convert_lincir_checkpoint
-from hf_cir.models.lincir.hub_lincir import create_lincir_model_card, push_lincir_to_hub, save_lincir_pretrained
+from hf_cir.conversion.lincir import convert_lincir_checkpoint
+from hf_cir.hub import create_lincir_model_card, push_to_hub, save_pretrained
 
 REMOTE_CODE_FILES = ("configuration_lincir.py", "modeling_lincir.py", "processing_lincir.py")
 
@@ -148,7 +148,7 @@ def test_push_to_hub_uploads_folder_with_card(converted, tiny_clip_dir):
         mock.patch("huggingface_hub.HfApi.create_repo", create_repo),
         mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder),
     ):
-        assert model.push_to_hub("me/lincir-tiny", processor=processor, private=True) == "commit-info"
+        assert push_to_hub(model, "me/lincir-tiny", processor, private=True) == "commit-info"
     create_repo.assert_called_once()
     assert create_repo.call_args.kwargs["private"] is True
     assert uploaded["repo_id"] == "me/lincir-tiny"
@@ -161,7 +161,7 @@ def test_push_to_hub_uploads_folder_with_card(converted, tiny_clip_dir):
         mock.patch("huggingface_hub.HfApi.create_repo", create_repo),
         mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload_folder),
     ):
-        push_lincir_to_hub(model, "me/lincir-tiny", license="apache-2.0")
+        push_to_hub(model, "me/lincir-tiny", license="apache-2.0")
     assert card_metadata(uploaded["readme"])["license"] == "apache-2.0"
 
 
@@ -170,7 +170,7 @@ def test_save_rejects_processor_from_other_tokenizer(converted, tiny_clip_dir, t
     processor = LinCIRProcessor.from_pretrained(tiny_clip_dir)
     other = LinCIRModel(model.config.__class__.from_dict({**model.config.to_dict(), "placeholder_token_id": 260}))
     with pytest.raises(ValueError, match="placeholder id"):
-        save_lincir_pretrained(other, tmp_path, processor)
+        save_pretrained(other, tmp_path, processor)
 
 
 def write_phi(path, obj):

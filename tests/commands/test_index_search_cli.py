@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 from PIL import Image
+from retrieval.conftest import BAD_FILES, make_gallery
 
 from hf_cir.cli import main
 from hf_cir.retrieval import GalleryIndex, load_retrieval_model
-
-from .conftest import BAD_FILES, make_gallery
 
 
 def run(capsys, *argv):

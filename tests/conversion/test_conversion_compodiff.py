@@ -7,18 +7,19 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
 from huggingface_hub import EvalResult, ModelCard
 from safetensors.torch import load_file, save_file
 
-from hf_cir.models.compodiff.convert_compodiff_original_to_diffusers import (
+from hf_cir.conversion.compodiff import (
     convert_compodiff_checkpoint,
     convert_compodiff_state_dict,
     load_original_checkpoint,
 )
-from hf_cir.pipelines.compodiff.remote_code import REMOTE_CODE_FILES, make_remote_code_folder
+from hf_cir.hub import REMOTE_CODE_FILES, make_remote_code_folder
 
 TOLERANCE = 1e-5
 # huggingface_hub is a hard dependency of diffusers and transformers.
@@ -123,15 +124,15 @@ def test_converted_folder_layout_and_card(converted_folder):
 
 
 def test_package_route_in_fresh_process(
-    tmp_path, converted_folder, compodiff_dir, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs
+    tmp_path, converted_folder, compodiff_reference_dir, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs
 ):
-    outputs, metadata = run_fresh(tmp_path, PACKAGE_ROUTE, converted_folder, compodiff_dir)
+    outputs, metadata = run_fresh(tmp_path, PACKAGE_ROUTE, converted_folder, compodiff_reference_dir)
     check_outputs(outputs, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs)
     assert metadata["prior"] == "hf_cir.models.compodiff.modeling_compodiff"
 
 
 def test_remote_code_route_in_fresh_process(
-    tmp_path, converted_folder, compodiff_dir, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs
+    tmp_path, converted_folder, compodiff_reference_dir, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs
 ):
     hub_folder = tmp_path / "hub"
     shutil.copytree(converted_folder, hub_folder)
@@ -140,7 +141,7 @@ def test_remote_code_route_in_fresh_process(
     assert index["_class_name"] == ["pipeline_compodiff", "CompoDiffPipeline"]
     assert index["prior"] == ["modeling_compodiff", "CompoDiffPriorTransformer"]
     assert (hub_folder / "scheduler" / "scheduling_compodiff.py").is_file()
-    outputs, metadata = run_fresh(tmp_path, REMOTE_ROUTE, hub_folder, compodiff_dir)
+    outputs, metadata = run_fresh(tmp_path, REMOTE_ROUTE, hub_folder, compodiff_reference_dir)
     check_outputs(outputs, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs)
     assert metadata["hf_cir_imported"] == "False"
     assert metadata["pipeline"].endswith("pipeline_compodiff.CompoDiffPipeline")
@@ -220,19 +221,20 @@ def test_conversion_errors(tmp_path, reference_state_dict):
 def test_push_to_hub_renders_card_up_to_upload(monkeypatch, reference_pipeline):
     import huggingface_hub
 
+    from hf_cir.hub import push_to_hub
+
     uploaded = {}
 
-    class Repo:
-        repo_id = "me/compodiff-tiny"
-
-    def fake_upload(self, working_dir, repo_id, token=None, commit_message=None, create_pr=False):
-        uploaded["files"] = sorted(os.listdir(working_dir))
-        uploaded["card"] = ModelCard.load(os.path.join(working_dir, "README.md"))
+    def fake_upload(self, *, repo_id, folder_path, **kwargs):
+        uploaded["files"] = sorted(os.listdir(folder_path))
+        uploaded["card"] = ModelCard.load(os.path.join(folder_path, "README.md"))
         uploaded["repo_id"] = repo_id
         return "https://huggingface.co/me/compodiff-tiny"
 
-    monkeypatch.setattr(huggingface_hub, "create_repo", lambda *a, **k: Repo())
-    monkeypatch.setattr(type(reference_pipeline), "_upload_folder", fake_upload)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda *a, **k: types.SimpleNamespace(repo_id="me/compodiff-tiny")
+    )
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", fake_upload)
     results = [
         EvalResult(
             task_type="image-retrieval",
@@ -242,8 +244,8 @@ def test_push_to_hub_renders_card_up_to_upload(monkeypatch, reference_pipeline):
             metric_value=0.5,
         )
     ]
-    reference_pipeline.push_to_hub(
-        "me/compodiff-tiny", base_models=["openai/clip-vit-large-patch14"], eval_results=results
+    push_to_hub(
+        reference_pipeline, "me/compodiff-tiny", base_models=["openai/clip-vit-large-patch14"], eval_results=results
     )
     card = uploaded["card"]
     assert uploaded["repo_id"] == "me/compodiff-tiny" and "model_index.json" in uploaded["files"]

@@ -23,11 +23,9 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from hf_cir.utils import atomic_directory
-
-from .hub_lincir import _is_hub_id, create_lincir_model_card, save_lincir_pretrained
-from .modeling_lincir import LinCIRModel
-from .processing_lincir import LinCIRProcessor
+from ..hub import create_lincir_model_card, is_hub_id, save_pretrained
+from ..models.lincir import LinCIRModel, LinCIRProcessor
+from ..utils import atomic_directory
 
 # reference `Phi.layers` index -> `LinCIRModel.phi.layers` index (weights and biases of the three linear layers)
 #   layers.0  Linear(projection_dim, hidden)   -> phi.layers.0
@@ -126,7 +124,7 @@ def convert_lincir_checkpoint(
 
     ```python
     >>> import tempfile
-    >>> from hf_cir.models.lincir.convert_lincir_original_to_hf import convert_lincir_checkpoint
+    >>> from hf_cir.conversion.lincir import convert_lincir_checkpoint
     >>> model = convert_lincir_checkpoint(
     ...     "tests/fixtures/reference/lincir/phi.pt", "tests/fixtures/reference/clip", tempfile.mkdtemp() + "/out"
     ... )
@@ -164,11 +162,11 @@ def convert_lincir_checkpoint(
     card = create_lincir_model_card(
         model,
         model_id=push_to_hub,
-        base_model=str(clip_name_or_path) if _is_hub_id(clip_name_or_path) else None,
+        base_model=str(clip_name_or_path) if is_hub_id(clip_name_or_path) else None,
         source=f"converted with hf-cir from the navervision/lincir checkpoint `{Path(phi_checkpoint).name}`.",
     )
     with atomic_directory(output_dir, overwrite=output_dir.exists()) as tmp:
-        save_lincir_pretrained(model, tmp, processor, model_card=card)
+        save_pretrained(model, tmp, processor, model_card=card)
 
     if push_to_hub:
         from huggingface_hub import HfApi
