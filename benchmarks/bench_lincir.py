@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
 
             @torch.no_grad()
             def composed(input_ids=input_ids, image_embeds=image_embeds, model=model):
-                return model.get_composed_features(input_ids=input_ids, image_embeds=image_embeds)
+                return model.get_composed_features(input_ids=input_ids, image_embeds=image_embeds).pooler_output
 
             repeats = max(3, args.repeats // max(1, batch // 8)) if args.device == "cpu" else args.repeats
             plain_times, composed_times = paired_timings(plain, composed, repeats, args.device)

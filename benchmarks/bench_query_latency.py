@@ -75,9 +75,9 @@ def bench_lincir(args, tokenizer, processor, picture, index, rows):
 
     pixel_values, input_ids = preprocess()
     with torch.no_grad():
-        image_embeds = model.get_image_features(pixel_values)
+        image_embeds = model.get_image_features(pixel_values).pooler_output
         pseudo = model.get_pseudo_tokens(image_embeds)
-        query = model.get_composed_features(input_ids=input_ids, image_embeds=image_embeds)
+        query = model.get_composed_features(input_ids=input_ids, image_embeds=image_embeds).pooler_output
         t_pre = measure(preprocess, repeats=repeats)
         t_image = measure(lambda: model.get_image_features(pixel_values), repeats=repeats)
         t_phi = measure(lambda: model.get_pseudo_tokens(image_embeds), repeats=repeats)
@@ -88,8 +88,8 @@ def bench_lincir(args, tokenizer, processor, picture, index, rows):
 
         def end_to_end():
             pixels, ids = preprocess()
-            embeds = model.get_image_features(pixels)
-            composed = model.get_composed_features(input_ids=ids, image_embeds=embeds)
+            embeds = model.get_image_features(pixels).pooler_output
+            composed = model.get_composed_features(input_ids=ids, image_embeds=embeds).pooler_output
             return index.search(torch.nn.functional.normalize(composed, dim=-1), 10)
 
         t_total = measure(end_to_end, repeats=max(1, repeats // 2))

@@ -119,7 +119,12 @@ def bench_lincir(batch_size: int, steps: int) -> tuple:
     optimizer = torch.optim.AdamW(model.phi.parameters(), lr=1e-4)
 
     def step():
-        loss = model(batch.input_ids, masked.input_ids, batch.attention_mask, masked.attention_mask).loss
+        loss = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            masked_input_ids=masked.input_ids,
+            masked_attention_mask=masked.attention_mask,
+        ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

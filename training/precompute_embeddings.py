@@ -25,6 +25,7 @@ from accelerate.logging import get_logger
 from safetensors.torch import save_file
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
+from hf_cir.pipelines.compodiff import preprocess_mask
 from hf_cir.training import (
     add_accelerator_arguments,
     add_dataset_arguments,
@@ -39,7 +40,6 @@ from hf_cir.training.embeddings import (
     EMBEDDINGS_DATA_DIR,
     EMBEDDINGS_INFO_NAME,
     NULL_TEXT_EMBEDS_NAME,
-    preprocess_masks,
 )
 from hf_cir.utils import atomic_file, load_image
 
@@ -69,6 +69,11 @@ def parse_args(input_args=None):
         "--image_processor_name_or_path", type=str, default=None, help="Defaults to the image encoder's."
     )
     parser.add_argument("--output_dir", type=str, required=True)
+    parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Remove the embeddings of an earlier run with other settings from --output_dir (only those files).",
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument(
         "--chunk_size", type=int, default=1024, help="Rows per parquet chunk (the unit of resumption)."
@@ -223,7 +228,7 @@ def embed_rows(args, encoders: Encoders, rows: dict, start: int) -> dict[str, li
             if image.size != mask.size:
                 raise ValueError(f"Row {start + i}: the mask has size {mask.size} but its image {image.size}.")
         pixel_values = encoders.image_processor(images=images, return_tensors="pt").pixel_values
-        grid, small = preprocess_masks(masks, encoders.image_processor, args.mask_size)
+        grid, small = preprocess_mask(masks, encoders.image_processor, args.mask_size)
         out["target_image_embeds"] = encoders.pixels(pixel_values)
         out["reference_image_embeds"] = encoders.pixels(pixel_values * (1.0 - grid))  # masked region zeroed
         out["mask"] = small.to(torch.uint8)
@@ -268,26 +273,55 @@ def run_identity(args) -> dict:
     return {key: getattr(args, key) for key in keys}
 
 
+def load_dataset_from_args(args) -> datasets.Dataset:
+    """The dataset through `datasets` itself: `load_from_disk` for a saved dataset, `load_dataset(folder)` for any
+    other folder (an image folder with `metadata.jsonl` keeps its `image` column), the files' builder, or the Hub."""
+    from hf_cir.retrieval.sources import load_image_dataset
+
+    if args.dataset_config_name is not None or (args.train_file and Path(args.train_file[0]).suffix == ".txt"):
+        return load_training_dataset(
+            args.dataset_name, args.train_file, args.dataset_config_name, args.dataset_split, args.cache_dir
+        )
+    return load_image_dataset(args.dataset_name or args.train_file, split=args.dataset_split, cache_dir=args.cache_dir)
+
+
+def prepare_output_dir(output_dir: Path, identity: dict, overwrite: bool) -> None:
+    """Claim `output_dir` for this run. Chunks of a run with other settings are kept (and the run refused) unless
+    `overwrite`; a run that wrote no chunk (it failed early) never blocks the next one."""
+    run_file = output_dir / RUN_NAME
+    data_dir = output_dir / EMBEDDINGS_DATA_DIR
+    chunks = sorted(data_dir.glob("chunk-*.parquet")) if data_dir.is_dir() else []
+    previous = None
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text())
+        except ValueError:
+            previous = "unreadable"
+    if previous is not None and previous != json.loads(json.dumps(identity)) and chunks:
+        if not overwrite:
+            raise ValueError(
+                f"--output_dir {output_dir} holds {len(chunks)} embedding chunk(s) of a run with other settings "
+                f"({run_file}); pass --overwrite_output_dir to replace them, or choose another --output_dir."
+            )
+        for path in chunks:  # only our own files
+            path.unlink()
+        for name in (EMBEDDINGS_INFO_NAME, NULL_TEXT_EMBEDS_NAME):
+            (output_dir / name).unlink(missing_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(run_file, "w") as handle:
+        json.dump(identity, handle, indent=2)
+
+
 def main(args):
     accelerator = build_accelerator(args, tracking=False)
     output_dir = Path(args.output_dir)
     data_dir = output_dir / EMBEDDINGS_DATA_DIR
     if accelerator.is_main_process:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        run_file = output_dir / RUN_NAME
-        identity = run_identity(args)
-        if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
-            raise ValueError(
-                f"--output_dir {output_dir} holds embeddings of another run ({run_file}); choose another --output_dir."
-            )
-        with atomic_file(run_file, "w") as handle:
-            json.dump(identity, handle, indent=2)
+        prepare_output_dir(output_dir, run_identity(args), args.overwrite_output_dir)
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
-        dataset = load_training_dataset(
-            args.dataset_name, args.train_file, args.dataset_config_name, args.dataset_split, args.cache_dir
-        )
+        dataset = load_dataset_from_args(args)
     require_columns(dataset, task_columns(args))
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))

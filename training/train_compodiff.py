@@ -32,7 +32,7 @@ from accelerate.logging import get_logger
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer, CompoDiffScheduler
-from hf_cir.hub import create_compodiff_model_card
+from hf_cir.hub import create_compodiff_model_card, portable_path
 from hf_cir.training import (
     add_accelerator_arguments,
     add_checkpoint_arguments,
@@ -49,12 +49,14 @@ from hf_cir.training import (
     log_training_step,
     optimizer_step,
     register_checkpoint_hooks,
+    resolve_training_license,
     resume_training,
     save_checkpoint,
     start_run,
     train_results,
     training_arguments,
     training_details_markdown,
+    training_progress_bar,
 )
 from hf_cir.training.embeddings import (
     TASKS,
@@ -67,7 +69,7 @@ from hf_cir.training.embeddings import (
 logger = get_logger(__name__, log_level="INFO")
 
 PRIOR_WEIGHTS_NAME = "prior.safetensors"
-EMA_WEIGHTS_NAME = "ema_prior.safetensors"
+EMA_WEIGHTS_NAME = "prior_ema"  # an EMAModel.save_pretrained folder
 PRIOR_SIZE_ARGUMENTS = (
     "num_layers",
     "num_attention_heads",
@@ -78,7 +80,7 @@ PRIOR_SIZE_ARGUMENTS = (
 )
 
 
-def parse_args(input_args=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train CompoDiff's prior (stage 1 or 2) on precomputed embeddings.")
     parser.add_argument("--stage", type=int, required=True, choices=[1, 2])
     parser.add_argument(
@@ -135,7 +137,11 @@ def parse_args(input_args=None):
     add_checkpoint_arguments(parser, checkpointing_steps=1000)
     add_logging_arguments(parser)
     add_hub_arguments(parser)
+    return parser
 
+
+def parse_args(input_args=None):
+    parser = build_parser()
     args = parser.parse_args(input_args)
     check_training_arguments(parser, args, positive=("logging_steps",))
     for name in ("triplet_ratio", "t2i_ratio", "masked_ratio"):
@@ -330,7 +336,7 @@ def main(args):
         positions=state.get("sampler_positions", {}),
     )
     data_summary = {
-        "train_data": ", ".join(args.train_data),
+        "train_data": ", ".join(map(portable_path, args.train_data)),
         "rows_per_task": json.dumps(counts),
         "task_mix": json.dumps(mix),
         "embedding_dim": embedding_dim,
@@ -342,6 +348,7 @@ def main(args):
     )
     rank, device = accelerator.process_index, accelerator.device
     prior_parameters = list(unwrapped.parameters())
+    progress_bar = training_progress_bar(accelerator, args, global_step)
     while global_step < args.max_train_steps:
         step_loss = torch.zeros((), device=device)
         for micro_step in range(args.gradient_accumulation_steps):
@@ -367,11 +374,12 @@ def main(args):
             step_loss += loss.detach() / args.gradient_accumulation_steps
         optimizer_step(accelerator, optimizer, lr_scheduler, prior_parameters, args.max_grad_norm, ema=ema)
         global_step += 1
-        log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history)
+        log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history, progress_bar)
         if global_step % args.checkpointing_steps == 0 and global_step < args.max_train_steps:
             training_state = {"seed": seed, "log_history": log_history, "sampler_positions": sampler.state()}
             save_checkpoint(accelerator, output_dir, global_step, training_state, args.checkpoints_total_limit)
 
+    progress_bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
@@ -380,9 +388,20 @@ def main(args):
         pipeline = CompoDiffPipeline(prior=unwrapped, scheduler=noise_scheduler, **components)
         pipeline.save_pretrained(output_dir, safe_serialization=True)
         details = training_details_markdown(
-            "train_compodiff.py", {**training_arguments(args), "seed": seed}, data_summary, train_results(log_history)
+            "train_compodiff.py",
+            {**training_arguments(args), "seed": seed},
+            data_summary,
+            train_results(log_history),
+            parser=build_parser(),
         )
-        card = create_compodiff_model_card(pipeline, model_id=args.hub_model_id, training_details=details)
+        starting_points = [args.stage1_model_name_or_path, args.pretrained_prior_name_or_path]
+        starting_points += [pipeline.text_encoder.name_or_path, pipeline.image_encoder.name_or_path]
+        card = create_compodiff_model_card(
+            pipeline,
+            model_id=args.hub_model_id,
+            training_details=details,
+            license=resolve_training_license(args.license, [point for point in starting_points if point]),
+        )
         card.save(str(output_dir / "README.md"))
         finish_run(args, log_history)
     accelerator.end_training()

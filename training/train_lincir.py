@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,8 +25,10 @@ from pathlib import Path
 import torch
 from accelerate.logging import get_logger
 
+import hf_cir.toy  # noqa: F401  (registers the toy benchmark for --validation_benchmark toy)
 from hf_cir import LinCIRModel, LinCIRProcessor
-from hf_cir.hub import create_lincir_model_card, save_pretrained
+from hf_cir.hub import create_lincir_model_card, portable_path, save_pretrained
+from hf_cir.hub.saving import LINCIR_FOLDER
 from hf_cir.training import (
     CaptionMasker,
     IndexStream,
@@ -53,12 +56,14 @@ from hf_cir.training import (
     optimizer_step,
     register_checkpoint_hooks,
     require_columns,
+    resolve_training_license,
     resume_training,
     save_checkpoint,
     start_run,
     train_results,
     training_arguments,
     training_details_markdown,
+    training_progress_bar,
 )
 from hf_cir.training.validation import benchmark_validation
 from hf_cir.utils import atomic_directory
@@ -67,10 +72,14 @@ logger = get_logger(__name__, log_level="INFO")
 
 PHI_WEIGHTS_NAME = "phi.safetensors"
 EMA_WEIGHTS_NAME = "ema_phi.safetensors"
+# `output_dir/best`: the best model so far, with the validation that chose it (replaced at each new best).
+BEST_MODEL_FOLDER = dataclasses.replace(
+    LINCIR_FOLDER, name="best LinCIR model folder", entries=(*LINCIR_FOLDER.entries, "validation.json")
+)
 MODEL_COLUMNS = ["input_ids", "attention_mask", "masked_input_ids", "masked_attention_mask"]
 
 
-def parse_args(input_args=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train LinCIR's phi on captions only.")
     # Model
     parser.add_argument("--clip_model_name_or_path", type=str, required=True, help="CLIPModel folder or Hub id.")
@@ -148,7 +157,11 @@ def parse_args(input_args=None):
     )
     add_logging_arguments(parser)
     add_hub_arguments(parser)
+    return parser
 
+
+def parse_args(input_args=None):
+    parser = build_parser()
     args = parser.parse_args(input_args)
     check_dataset_arguments(parser, args)
     check_training_arguments(parser, args, positive=("validation_steps",))
@@ -241,7 +254,7 @@ def main(args):
         )
     train_dataset = train_dataset.with_format("torch", columns=MODEL_COLUMNS)
     data_summary = {
-        "source": args.dataset_name or ", ".join(args.train_file),
+        "source": portable_path(args.dataset_name or "") or ", ".join(map(portable_path, args.train_file)),
         "text_column": args.text_column,
         "captions": len(train_dataset),
         "skipped_captions": skipped,
@@ -280,6 +293,7 @@ def main(args):
         f"***** Training phi: {len(train_dataset)} captions, {args.max_train_steps} steps of {total_batch} "
         f"({args.train_batch_size} per device x {accelerator.num_processes} x {args.gradient_accumulation_steps} accumulation) *****"
     )
+    progress_bar = training_progress_bar(accelerator, args, global_step)
     stream = IndexStream(len(train_dataset), seed=seed, position=global_step * total_batch)
     rank = accelerator.process_index
     phi_parameters = list(unwrapped.phi.parameters())
@@ -296,7 +310,7 @@ def main(args):
             step_loss += loss.detach() / args.gradient_accumulation_steps
         optimizer_step(accelerator, optimizer, lr_scheduler, phi_parameters, args.max_grad_norm, ema=ema_phi)
         global_step += 1
-        log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history)
+        log_training_step(accelerator, args, global_step, step_loss, lr_scheduler, log_history, progress_bar)
 
         if validation_fn is not None and global_step % args.validation_steps == 0:
             best = validate(
@@ -318,6 +332,7 @@ def main(args):
             training_state = {"seed": seed, "log_history": log_history, "best": best, "data": data_summary}
             save_checkpoint(accelerator, output_dir, global_step, training_state, args.checkpoints_total_limit)
 
+    progress_bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema_phi is not None:
@@ -365,7 +380,9 @@ def validate(args, accelerator, unwrapped, ema_phi, processor, validation_fn, st
             logger.info(f"step {step}: validation {metrics}")
             if best["value"] is None or metrics[metric] > best["value"]:
                 best = {"metric": metric, "value": metrics[metric], "step": step}
-                with atomic_directory(Path(args.output_dir) / "best", overwrite=True) as folder:
+                with atomic_directory(
+                    Path(args.output_dir) / "best", overwrite=True, kind=BEST_MODEL_FOLDER
+                ) as folder:
                     save_best(folder, {"step": step, **metrics})
                     with open(Path(folder) / "validation.json", "w", encoding="utf-8") as handle:
                         json.dump({"step": step, **metrics}, handle, indent=2)
@@ -385,15 +402,16 @@ def save_output(output_dir, model, processor, args, data_summary, results, seed)
     """The LinCIR folder: safetensors, config (+ remote code), processor, and a card recording the run."""
     hub_datasets = [args.dataset_name] if args.dataset_name and not Path(args.dataset_name).exists() else None
     details = training_details_markdown(
-        "train_lincir.py", {**training_arguments(args), "seed": seed}, data_summary, results
+        "train_lincir.py", {**training_arguments(args), "seed": seed}, data_summary, results, parser=build_parser()
     )
     card = create_lincir_model_card(
         model,
         model_id=args.hub_model_id,
+        license=resolve_training_license(args.license, [args.clip_model_name_or_path]),
         datasets=hub_datasets,
         tags=["hf-cir"],
         training_details=details,
-        source=f"trained with hf-cir's training/train_lincir.py from {args.clip_model_name_or_path}",
+        source=f"trained with hf-cir's `training/train_lincir.py` from `{portable_path(args.clip_model_name_or_path)}`.",
     )
     save_pretrained(model, output_dir, processor, model_card=card)
 

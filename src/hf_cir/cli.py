@@ -6,13 +6,15 @@ import argparse
 import importlib
 import sys
 
+from hf_cir.commands._common import CommandLineParser, run_command
+
 # Module names under `hf_cir.commands`; each defines `register(subparsers)` that adds one subcommand
 # whose parser has `func` set to a callable taking the parsed arguments and returning an exit code.
-COMMAND_MODULES: list[str] = ["convert", "index", "search", "evaluate", "demo"]
+COMMAND_MODULES: list[str] = ["convert", "export", "index", "search", "evaluate", "demo", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="hf-cir",
         description="Zero-shot composed image retrieval with LinCIR and CompoDiff.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,15 @@ def test_index_then_search_json_and_grid(capsys, lincir_dir, gallery_dir, tmp_pa
         assert sheet.format == "PNG" and sheet.width == 4 * (128 + 8)
 
     code, out, err = run(
-        capsys, "search", "--index", index_dir, "--image", gallery_dir / "red.png", "--method", "image"
+        capsys,
+        "search",
+        "--index",
+        index_dir,
+        "--image",
+        gallery_dir / "red.png",
+        "--method",
+        "image",
+        "--include-query",
     )
     assert code == 0 and out.splitlines()[1].split()[-1] == "red.png" and "1.0000" in out.splitlines()[1]
 
@@ -95,8 +103,11 @@ def test_search_errors(capsys, lincir_dir, compodiff_dir, lincir_other_size_dir,
     )
     image = gallery_dir / "red.png"
     cases = [
-        (["--method", "compodiff", "--image", image, "--text", "x"], "'compodiff' needs a compodiff model"),
-        (["--image", image, "--text", "x", "--mask", image], "does not take masks"),
+        (
+            ["--method", "compodiff", "--image", image, "--text", "x"],
+            "--method compodiff does not apply to the lincir model",
+        ),
+        (["--image", image, "--text", "x", "--mask", image], "--mask does not apply to a lincir model"),
         (["--text", "x"], "'lincir' needs --image"),
         ([], "give a query"),
         (["--image", image, "--text", "x", "--top-k", 0], "--top-k must be at least 1"),
@@ -122,7 +133,7 @@ def test_index_errors_and_resume_message(capsys, lincir_dir, tiny_clip_dir, gall
     code, _, err = run(
         capsys, "index", "--model", lincir_dir, "--images", gallery_dir, "--output", output, "--num-inference-steps", 3
     )
-    assert code == 2 and "LinCIR models take no sampling settings" in err
+    assert code == 2 and "sampling options do not apply to indexing" in err
     assert (
         run(capsys, "index", "--model", lincir_dir, "--images", gallery_dir, "--output", output, "--no-progress")[0]
         == 0
@@ -152,13 +163,13 @@ def test_faiss_indexes_match_exact_search(capsys, compodiff_dir, tmp_path, kind)
     assert code == 0, err
     assert (output / "faiss.index").is_file()
     index = GalleryIndex.load(output)
-    assert index.info["faiss"] == kind and index._backend is not None
+    assert index.info["faiss"]["kind"] == kind and index._backend is not None
     queries = torch.nn.functional.normalize(index.embeddings[:3] + 0.01, dim=-1)
     approximate = [[hit.path for hit in hits] for hits in index.search(queries, k=3)]
     exact = [[hit.path for hit in hits] for hits in index.search(queries, k=3, exact=True)]
     assert approximate == exact  # a 6-image gallery: every kind finds the exact top-3
     (output / "faiss.index").write_bytes(b"broken")
-    with pytest.raises(ValueError, match="not an hf-cir faiss index"):
+    with pytest.raises(ValueError, match="faiss.index is corrupt: faiss cannot read it"):
         GalleryIndex.load(output)
 
 
@@ -179,12 +190,13 @@ def test_compodiff_search_with_mask_and_negative_text(capsys, compodiff_dir, tmp
     )
     assert code == 0, err
     result = json.loads(out)
-    assert result["method"] == "compodiff" and result["query"]["mask"] == str(mask) and len(result["results"]) == 6
+    # A 6-image gallery: the query image itself (red.png) is left out of its own results.
+    assert result["method"] == "compodiff" and result["query"]["mask"] == str(mask) and len(result["results"]) == 5
     # The CLI query equals the library query with the same settings.
     model = load_retrieval_model(compodiff_dir, device="cpu", num_inference_steps=3, seed=1)
     query = model.encode_queries(["is blue"], images=[photos / "red.png"], negative_texts=["red"], mask_images=[mask])
     expected = GalleryIndex.load(index_dir).search(query, k=6)[0]
-    assert [hit["path"] for hit in result["results"]] == [hit.path for hit in expected]
+    assert [hit["path"] for hit in result["results"]] == [hit.path for hit in expected if hit.path != "red.png"]
     assert (tmp_path / "g.png").is_file()
     code, _, err = run(capsys, *common, "--method", "lincir")
     assert code == 2 and "'lincir' needs a lincir model" in err

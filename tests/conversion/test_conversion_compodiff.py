@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from hf_cir.conversion.compodiff import (
     convert_compodiff_state_dict,
     load_original_checkpoint,
 )
-from hf_cir.hub import REMOTE_CODE_FILES, make_remote_code_folder
+from hf_cir.hub import REMOTE_CODE_MODULES, make_remote_code_folder
 
 TOLERANCE = 1e-5
 # huggingface_hub is a hard dependency of diffusers and transformers.
@@ -112,19 +113,31 @@ def test_converted_folder_layout_and_card(converted_folder):
     assert "text_encoder/model.safetensors" in files and "image_encoder/model.safetensors" in files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
     index = json.loads((converted_folder / "model_index.json").read_text())
-    assert index["prior"] == ["hf_cir.models.compodiff.modeling_compodiff", "CompoDiffPriorTransformer"]
+    # The remote-code layout (as every CompoDiffPipeline.save_pretrained writes it), with the package's modules.
+    assert index["prior"] == ["modeling_compodiff", "CompoDiffPriorTransformer"]
+    assert index["_package_modules"]["prior"] == "hf_cir.models.compodiff.modeling_compodiff"
+    assert {"pipeline_compodiff.py", "prior/modeling_compodiff.py", "scheduler/scheduling_compodiff.py"} <= files
     prior_config = json.loads((converted_folder / "prior" / "config.json").read_text())
     assert prior_config["text_embed_dim"] == 32 and prior_config["mask_size"] == 64  # inferred from shapes
     assert prior_config["num_cross_attention_heads"] == 8
     card = ModelCard.load(converted_folder / "README.md")
     assert card.data.license == "apache-2.0" and "composed-image-retrieval" in card.data.tags
     assert card.data.library_name == "diffusers"
-    assert any(str(base).endswith("clip") for base in card.data.base_model)
+    # The fixture's encoders are local folders: named in the text (never by absolute path), not `base_model`
+    # (which holds Hub ids only).
+    assert card.data.base_model is None and "clip` (last hidden state" in card.text
+    assert str(converted_folder.parent) not in card.text
     assert "Transactions on Machine Learning Research" in card.text and "CompoDiffPipeline" in card.text
 
 
 def test_package_route_in_fresh_process(
-    tmp_path, converted_folder, compodiff_reference_dir, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs
+    tmp_path,
+    converted_folder,
+    compodiff_reference_dir,
+    compodiff_cases,
+    compodiff_tensors,
+    reference_pipeline,
+    case_kwargs,
 ):
     outputs, metadata = run_fresh(tmp_path, PACKAGE_ROUTE, converted_folder, compodiff_reference_dir)
     check_outputs(outputs, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs)
@@ -132,11 +145,18 @@ def test_package_route_in_fresh_process(
 
 
 def test_remote_code_route_in_fresh_process(
-    tmp_path, converted_folder, compodiff_reference_dir, compodiff_cases, compodiff_tensors, reference_pipeline, case_kwargs
+    tmp_path,
+    converted_folder,
+    compodiff_reference_dir,
+    compodiff_cases,
+    compodiff_tensors,
+    reference_pipeline,
+    case_kwargs,
 ):
     hub_folder = tmp_path / "hub"
     shutil.copytree(converted_folder, hub_folder)
-    make_remote_code_folder(hub_folder)
+    make_remote_code_folder(hub_folder)  # already in the layout: unchanged
+    assert (hub_folder / "model_index.json").read_text() == (converted_folder / "model_index.json").read_text()
     index = json.loads((hub_folder / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_compodiff", "CompoDiffPipeline"]
     assert index["prior"] == ["modeling_compodiff", "CompoDiffPriorTransformer"]
@@ -149,20 +169,23 @@ def test_remote_code_route_in_fresh_process(
 
 
 def test_remote_code_files_are_self_contained():
-    for module, relative_path, _, _ in REMOTE_CODE_FILES:
+    siblings = {module.__name__.rsplit(".", 1)[-1] for module in REMOTE_CODE_MODULES}
+    for module in REMOTE_CODE_MODULES:
+        relative_path = Path(module.__file__).name
         tree = ast.parse(open(module.__file__).read())
         imported = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level:  # a sibling file of the same remote-code folder
+                assert node.level == 1 and node.module in siblings, f"{relative_path}: from {node.module} import"
             elif isinstance(node, ast.ImportFrom):
-                assert node.level == 0, f"{relative_path} has a relative import"
                 imported.add(node.module.split(".")[0])
         assert imported <= ALLOWED_IMPORTS, f"{relative_path} imports {imported - ALLOWED_IMPORTS}"
 
 
 def test_make_remote_code_folder_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model_index.json"):
+    with pytest.raises(FileNotFoundError, match="neither a saved CompoDiff pipeline"):
         make_remote_code_folder(tmp_path)
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(ValueError, match="not a CompoDiffPipeline"):

@@ -30,11 +30,11 @@ def direct_lincir_features(model, benchmark):
     ids = benchmark.image_ids()
     with torch.no_grad():
         pixels = processor(images=[benchmark.load_image(i) for i in ids], return_tensors="pt")["pixel_values"]
-        images = EmbeddingTable(ids, lincir.get_image_features(pixels))
+        images = EmbeddingTable(ids, lincir.get_image_features(pixels).pooler_output)
         rows = []
         for query in benchmark.queries():
             inputs = processor(images=[benchmark.load_image(query.reference_id)] * len(query.texts), text=query.texts)
-            composed = F.normalize(lincir.get_composed_features(**inputs), dim=-1)
+            composed = F.normalize(lincir.get_composed_features(**inputs).pooler_output, dim=-1)
             rows.append(F.normalize(composed.mean(0), dim=-1))
     return images, torch.stack(rows)
 
@@ -93,8 +93,8 @@ def test_test_splits_write_submission_files(lincir, cirr_dir, circo_dir, tmp_pat
         show_progress=False,
     )
     assert cirr.metrics == {}
-    recall = json.loads((tmp_path / "o" / "cirr_test1_recall.json").read_text())
-    subset = json.loads((tmp_path / "o" / "cirr_test1_recall_subset.json").read_text())
+    recall = json.loads((tmp_path / "o" / "cirr_test1_recall_lincir.json").read_text())
+    subset = json.loads((tmp_path / "o" / "cirr_test1_recall_subset_lincir.json").read_text())
     assert recall["version"] == subset["version"] == "rc2" and subset["metric"] == "recall_subset"
     assert set(recall) - {"version", "metric"} == {"11", "12", "13"}
     assert all(len(subset[k]) == 3 and len(recall[k]) == 7 for k in ("11", "12", "13"))
@@ -105,7 +105,7 @@ def test_test_splits_write_submission_files(lincir, cirr_dir, circo_dir, tmp_pat
         output_dir=tmp_path / "o",
         show_progress=False,
     )
-    submission = json.loads((tmp_path / "o" / "circo_test_submission.json").read_text())
+    submission = json.loads((tmp_path / "o" / "circo_test_submission_lincir.json").read_text())
     assert set(submission) == {"0", "1"} and all(len(v) == 8 for v in submission.values())
     assert "circo_test_submission.json" in circo.files
 
@@ -156,12 +156,16 @@ def test_cli_evaluate_json_and_model_card(capsys, lincir_dir, cirr_dir, tmp_path
     assert [r["method"] for r in results] == ["lincir", "image"]
     card = ModelCard.load(lincir_dir / "README.md")
     entries = card.data.eval_results
-    assert len(entries) == 2 * len(results[0]["metrics"])
+    # Only the model's own method goes into the model-index; the image baseline is in the text, labelled.
+    assert len(entries) == len(results[0]["metrics"]) and all(e.metric_name.endswith("(lincir)") for e in entries)
     recall = next(e for e in entries if e.metric_type == "recall@1" and e.metric_name == "recall@1 (lincir)")
     assert recall.dataset_type == "cirr" and recall.dataset_split == "val"
     assert recall.metric_value == pytest.approx(round(results[0]["metrics"]["recall@1"], 2))
     text = (lincir_dir / "README.md").read_text()
     assert "model-index" in text and "Hand-written notes." in text and card.data.license == "cc-by-nc-4.0"
+    baselines = text.split("Baselines on the same data", 1)[1]
+    assert f"| recall@1 (image) | {round(results[1]['metrics']['recall@1'], 2)} |" in baselines
+    assert card.data.model_name == lincir_dir.name
     # Running again replaces the same entries instead of adding duplicates; other methods stay.
     code, out, err = run(capsys, "evaluate", *common, "--method", "lincir", "--update-model-card")
     assert code == 0 and "recall_subset@3" in out and "Updated the model card" in out
@@ -184,17 +188,35 @@ def test_cli_evaluate_errors(capsys, lincir_dir, cirr_dir, fashioniq_dir, tmp_pa
     assert code == 2 and "needs a data directory" in err
     code, _, err = run(capsys, "evaluate", "--model", "org/model", "--benchmark", "circo", "--update-model-card")
     assert code == 2 and "needs a local model folder" in err
-    with pytest.raises(SystemExit):
-        main(["evaluate", "--model", str(lincir_dir), "--benchmark", "imagenet"])
-    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(lincir_dir), "--benchmark", "imagenet"]) == 2
+    assert "hf-cir evaluate: error: Unknown benchmark 'imagenet'" in capsys.readouterr().err
+    import hf_cir.toy  # noqa: F401
+    from hf_cir.commands.evaluate import BENCHMARK_NAMES
+
+    assert set(BENCHMARK_NAMES) == set(BENCHMARKS)  # --help names every shipped benchmark
 
 
-def test_registry_imports_lazily(monkeypatch, cirr_dir):
-    assert get_benchmark_class("toy").__module__ == "hf_cir.toy.benchmark"
-    monkeypatch.setitem(BENCHMARKS, "broken", "hf_cir.not_a_module:Nothing")
-    with pytest.raises(ImportError, match="'broken' needs the module hf_cir.not_a_module"):
-        get_benchmark_class("broken")
-    assert get_benchmark("cirr", cirr_dir).name == "cirr"  # others unaffected
+def test_registry_by_import(cirr_dir):
+    import hf_cir.toy  # registers the toy benchmark
+    from hf_cir.evaluation import Benchmark, register_benchmark
+    from hf_cir.toy import ToyBenchmark
+
+    assert get_benchmark_class("toy") is ToyBenchmark and set(BENCHMARKS) >= {"cirr", "circo", "fashioniq", "genecis"}
+    assert get_benchmark("toy", split="val", num_queries=2).needs_data_dir is False
+    with pytest.raises(ValueError, match="needs a data directory"):
+        get_benchmark("cirr")
+    with pytest.raises(ValueError, match="Unknown benchmark 'imagenet'; expected one of: circo, cirr"):
+        get_benchmark_class("imagenet")
+    with pytest.raises(TypeError, match="Benchmark subclass"):
+        register_benchmark(dict)
+
+    class OtherCIRR(Benchmark):
+        name = "cirr"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_benchmark(OtherCIRR)
+    assert get_benchmark("cirr", cirr_dir).name == "cirr"  # unaffected
+    assert hf_cir.toy.ToyBenchmark is ToyBenchmark
 
 
 def test_models_run_on_accelerates_device(lincir_dir):

@@ -55,13 +55,13 @@ def test_converted_folder_matches_reference(converted, reference_dir):
             with Image.open(reference_dir / "lincir" / case["image_files"][0]) as image:
                 inputs = processor(images=image, text=case["texts"])
             with torch.no_grad():
-                out = model.get_composed_features(**inputs)
+                out = model.get_composed_features(**inputs).pooler_output
         else:
             inputs = processor(text=case["texts"])
             with torch.no_grad():
                 out = model.get_composed_features(
                     inputs["input_ids"], image_embeds=expected[case["inputs"]["image_embeds"]]
-                )
+                ).pooler_output
         assert (out - expected[case["expected"]["composed_embeds"]]).abs().max() <= 1e-5, case["name"]
 
     reference_phi = torch.load(reference_dir / "lincir" / "phi.pt", weights_only=True)["Phi"]
@@ -272,7 +272,7 @@ def test_trust_remote_code_in_fresh_process_without_hf_cir(converted, reference_
     with Image.open(image) as opened:
         inputs = processor(images=opened, text="a sketch of $ next to $")
     with torch.no_grad():
-        expected = model.get_composed_features(**inputs)
+        expected = model.get_composed_features(**inputs).pooler_output
     result = tmp_path / "remote.pt"
     script = textwrap.dedent(
         f"""
@@ -294,7 +294,7 @@ def test_trust_remote_code_in_fresh_process_without_hf_cir(converted, reference_
         assert type(processor).__name__ == "LinCIRProcessor"
         inputs = processor(images=Image.open({str(image)!r}), text="a sketch of $ next to $")
         with torch.no_grad():
-            out = model.get_composed_features(**inputs)
+            out = model.get_composed_features(**inputs).pooler_output
         assert not any(p.requires_grad for p in model.text_model.parameters())
         assert not [m for m in sys.modules if m.startswith("hf_cir")]
         torch.save(out, {str(result)!r})

@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
-import hf_cir  # noqa: F401  (registers LinCIR with the Auto classes)
+import hf_cir.models  # noqa: F401  (registers LinCIR with the Auto classes)
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer, CompoDiffScheduler, LinCIRModel
 
 TEXT = "is red and small"

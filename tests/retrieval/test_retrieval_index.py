@@ -125,21 +125,22 @@ def test_interrupted_index_resumes_without_recomputing(lincir, tmp_path, monkeyp
     photos = tmp_path / "photos"
     names = make_gallery(photos, with_bad_files=False)
     output = tmp_path / "index"
-    original = lincir._encode_images
+    original = lincir._encode_pixels
     encoded: list[int] = []
 
-    def counting(images):
-        encoded.append(len(images))
+    def counting(pixel_values):
+        encoded.append(len(pixel_values))
         if fail_after is not None and len(encoded) > fail_after:
             raise RuntimeError("simulated crash")
-        return original(images)
+        return original(pixel_values)
 
-    monkeypatch.setattr(lincir, "_encode_images", counting)
+    monkeypatch.setattr(lincir, "_encode_pixels", counting)
     fail_after = 2
     with pytest.raises(RuntimeError, match="simulated crash"):
         GalleryIndex.build(lincir, photos, output, batch_size=2, save_every=2, show_progress=False)
     assert not output.exists()  # no half-written index
-    assert len(list((tmp_path / "index.partial").glob("shard-*.safetensors"))) == 2
+    assert len(list((tmp_path / "index.partial" / "embeddings").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "index.partial" / "units").glob("*.json"))) == 2  # two committed shards
     with pytest.raises(FileNotFoundError, match="unfinished build"):
         GalleryIndex.load(output)
 
@@ -186,33 +187,38 @@ def test_missing_or_corrupt_index_folders(lincir, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         GalleryIndex.load(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="missing index.json"):
+    with pytest.raises(FileNotFoundError, match="missing manifest.json, or index.json of format 1"):
         GalleryIndex.load(tmp_path / "empty")
     photos = tmp_path / "photos"
     make_gallery(photos, with_bad_files=False)
     GalleryIndex.build(lincir, photos, tmp_path / "index", show_progress=False)
 
-    broken = tmp_path / "broken_weights"
     import shutil
 
+    broken = tmp_path / "broken_weights"
     shutil.copytree(tmp_path / "index", broken)
-    (broken / "embeddings.safetensors").write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="embeddings.safetensors is corrupt"):
+    (broken / "embeddings" / "000000.npy").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="000000.npy is corrupt"):
         GalleryIndex.load(broken)
 
     broken_json = tmp_path / "broken_json"
     shutil.copytree(tmp_path / "index", broken_json)
-    (broken_json / "index.json").write_text("{oops")
-    with pytest.raises(ValueError, match="index.json is corrupt"):
+    (broken_json / "manifest.json").write_text("{oops")
+    with pytest.raises(ValueError, match="manifest.json is corrupt"):
         GalleryIndex.load(broken_json)
 
     mismatched = tmp_path / "mismatched"
     shutil.copytree(tmp_path / "index", mismatched)
-    info = json.loads((mismatched / "index.json").read_text())
-    info["paths"] = info["paths"][:-1]
-    (mismatched / "index.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="is corrupt: 5 paths for embeddings of shape \\(6, 64\\)"):
+    manifest = json.loads((mismatched / "manifest.json").read_text())
+    (mismatched / "manifest.json").write_text(json.dumps(dict(manifest, count=5)))
+    with pytest.raises(ValueError, match="is corrupt: shards hold 6 x 64 embeddings, the manifest says 5 x 64"):
         GalleryIndex.load(mismatched)
+
+    escaping = tmp_path / "escaping"
+    shutil.copytree(tmp_path / "index", escaping)
+    (escaping / "manifest.json").write_text(json.dumps(dict(manifest, faiss={"kind": "flat", "file": "../x"})))
+    with pytest.raises(ValueError, match="points outside the index folder"):
+        GalleryIndex.load(escaping)
 
     with pytest.raises(FileExistsError, match="already exists"):
         GalleryIndex.build(lincir, photos, tmp_path / "index", show_progress=False)

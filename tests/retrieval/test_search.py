@@ -210,12 +210,16 @@ def test_faiss_index_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         FaissIndex.load(tmp_path / "missing.index")
     (tmp_path / "garbage.index").write_bytes(b"nonsense")
-    with pytest.raises(ValueError, match="not an hf-cir faiss index"):
+    with pytest.raises(ValueError, match="garbage.json \\(the settings of garbage.index\\) is missing or corrupt"):
         FaissIndex.load(tmp_path / "garbage.index")
     flat.save(tmp_path / "good.index")
+    import faiss
+
+    assert faiss.read_index(str(tmp_path / "good.index")).ntotal == len(gallery)  # a plain faiss file
     truncated = (tmp_path / "good.index").read_bytes()[:100]
     (tmp_path / "truncated.index").write_bytes(truncated)
-    with pytest.raises(ValueError, match="corrupt"):
+    (tmp_path / "truncated.json").write_text((tmp_path / "good.json").read_text())
+    with pytest.raises(ValueError, match="truncated.index is corrupt: faiss cannot read it"):
         FaissIndex.load(tmp_path / "truncated.index")
 
 
@@ -239,3 +243,23 @@ def test_threaded_and_sequential_scans_agree(threads):
     expected_scores, expected_indices = brute_force(gallery, queries[:2], 10)
     assert torch.equal(indices, expected_indices)
     torch.testing.assert_close(scores, expected_scores, atol=1e-6, rtol=0)
+
+
+def test_exact_index_owns_its_scan_threads():
+    import threading
+
+    from hf_cir.retrieval.search import ExactIndex
+
+    def scan_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("hf-cir-search")]
+
+    torch.set_num_threads(2)  # the autouse fixture restores the suite's setting afterwards
+    gallery = torch.nn.functional.normalize(torch.randn(4096, 16), dim=-1)
+    with ExactIndex(gallery, chunk_size=512) as index:
+        scores, indices = index.search(gallery[:1], k=3)
+        assert indices[0, 0].item() == 0
+        assert scan_threads()  # the float32 single-query scan ran on the index's own pool
+    assert not scan_threads()
+    again = ExactIndex(gallery, chunk_size=512)
+    assert torch.equal(again.search(gallery[:1], k=3)[1], indices)  # a closed index searches again
+    again.close()

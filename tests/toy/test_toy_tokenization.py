@@ -38,9 +38,15 @@ def test_every_toy_text_is_known(tokenizer):
     assert all(len(ids) <= tokenizer.model_max_length - 6 for ids in tokenizer(texts).input_ids)
 
 
-def test_unknown_words_are_an_error(tokenizer):
-    with pytest.raises(Exception, match="Missing"):  # the tokenizers backend refuses the word
-        tokenizer("make it teal")
+def test_unknown_words_become_the_unknown_token(tokenizer):
+    from hf_cir.utils.tokenization import unknown_words
+
+    # The unknown token shares the padding id, so the shipped towers' embedding tables need no new row.
+    assert tokenizer.unk_token == tokenizer.pad_token and tokenizer.unk_token_id == 0
+    known = tokenizer("make it blue").input_ids
+    assert tokenizer("make it teal").input_ids == known[:3] + [tokenizer.unk_token_id] + known[4:]
+    assert unknown_words(tokenizer, ["make it teal", "a navy circle", "make it blue"]) == ["teal", "navy"]
+    # Where a text must be fully known (training data), `check_toy_text` still refuses it.
     with pytest.raises(ValueError, match="'teal', 'navy'.*Known words: \\$ a an"):
         check_toy_text(tokenizer, ["make it teal", "a navy circle"], name="text")
     with pytest.raises(TypeError, match="string"):
@@ -53,8 +59,19 @@ def test_save_and_load_with_auto_tokenizer(tokenizer, tmp_path):
     text = ["a small red circle on the left on a plain background", "a photo of $ that turn it green"]
     assert loaded(text, padding="max_length").input_ids == tokenizer(text, padding="max_length").input_ids
     assert loaded.model_max_length == tokenizer.model_max_length
-    with pytest.raises(Exception, match="Missing"):
-        loaded("make it teal")
+    assert loaded.unk_token_id == tokenizer.unk_token_id
+    assert loaded("make it teal").input_ids == tokenizer("make it teal").input_ids
+
+
+def test_shipped_tokenizers_know_the_unknown_token():
+    from hf_cir.toy.checkpoints import toy_checkpoint
+
+    expected = build_toy_tokenizer()
+    for folder in (toy_checkpoint("clip"), toy_checkpoint("lincir"), toy_checkpoint("compodiff") / "tokenizer"):
+        loaded = AutoTokenizer.from_pretrained(folder)
+        assert loaded.get_vocab() == expected.get_vocab()  # same ids: the weights and results are unchanged
+        assert loaded.unk_token_id == expected.pad_token_id
+        assert loaded("a photo of $ that make it teal").input_ids[-2] == loaded.unk_token_id
 
 
 def test_bad_vocabularies():

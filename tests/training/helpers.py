@@ -77,3 +77,41 @@ def run_two_processes(name: str, argv: list[str], timeout: int = 300) -> subproc
 
 def weights(path: Path, prefix: str = "") -> dict:
     return {k: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+
+
+# Arguments a card leaves out of its command: secrets, and resuming (which does not change the result).
+_NOT_IN_CARDS = ("hub_token", "resume_from_checkpoint")
+
+
+def card_command(card_text: str) -> list[str]:
+    """The words of a model card's "Command (equivalent)" block, as bash splits them."""
+    block = card_text.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    split = subprocess.run(
+        ["bash", "-c", f'set -- {block}\nprintf "%s\\0" "$@"'], capture_output=True, text=True, check=True
+    )
+    return split.stdout.split("\0")[:-1]
+
+
+def _comparable(arguments: dict) -> dict:
+    from hf_cir.hub import portable_path
+
+    def portable(value):
+        if isinstance(value, str):
+            return portable_path(value)
+        if isinstance(value, list):
+            return [portable(item) for item in value]
+        return value
+
+    return {key: portable(value) for key, value in arguments.items() if key not in _NOT_IN_CARDS}
+
+
+def card_arguments(script, card_text: str) -> dict:
+    """The arguments the card's command gives to `script`'s own parser."""
+    words = card_command(card_text)
+    assert words[:2] == ["accelerate", "launch"] and words[2] == f"training/{Path(script.__file__).name}", words[:3]
+    return _comparable(vars(script.parse_args(words[3:])))
+
+
+def run_arguments(script, argv: list) -> dict:
+    """The arguments of a run with `argv`, local paths as a card shows them (`hf_cir.hub.portable_path`)."""
+    return _comparable(vars(script.parse_args([str(a) for a in argv])))

@@ -14,7 +14,16 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer
 from hf_cir.training.embeddings import CompoDiffBatchSampler, build_task_pools, load_embedding_dataset
 
-from .helpers import load_script, run_in_process, run_subprocess, run_two_processes, weights
+from .helpers import (
+    ROOT,
+    card_arguments,
+    load_script,
+    run_arguments,
+    run_in_process,
+    run_subprocess,
+    run_two_processes,
+    weights,
+)
 
 PRECOMPUTE = load_script("precompute_embeddings")
 TRAIN = load_script("train_compodiff")
@@ -105,6 +114,34 @@ def embeddings(tiny_clip_dir, tmp_path_factory):
     return {"root": root, "files": files, "common": common, **out}
 
 
+def test_training_mask_equals_the_pipelines_mask_bitwise(embeddings, tiny_clip_dir):
+    """The precomputed masked example and the pipeline's own preparation of the same image and mask agree: the
+    prior-side mask bitwise, the masked reference image embedding to float32 rounding (one mask preparation)."""
+    from hf_cir import CompoDiffScheduler
+
+    encoder = CLIPVisionModelWithProjection.from_pretrained(tiny_clip_dir, dtype=torch.float32).eval()
+    processor = CLIPImageProcessor.from_pretrained(tiny_clip_dir)
+    prior = CompoDiffPriorTransformer(
+        embedding_dim=64, num_layers=1, num_attention_heads=2, attention_head_dim=16, text_embed_dim=32, mask_size=8
+    )
+    pipe = CompoDiffPipeline(
+        prior=prior, scheduler=CompoDiffScheduler(), text_encoder=None, tokenizer=None,
+        image_encoder=encoder, image_processor=processor,
+    )  # fmt: skip
+    masked, _ = load_embedding_dataset(str(embeddings["masked"]))
+    row = masked.with_format("torch")[0]
+    image = Image.open(embeddings["root"] / "img" / "red_square.png").convert("RGB")
+    mask = Image.open(embeddings["root"] / "img" / "mask.png")
+    pixel_values, images = pipe._preprocess_images(image)
+    pixel_mask, prior_mask = pipe._prepare_mask(mask, 1, images, tuple(pixel_values.shape[-2:]))
+    assert torch.equal(prior_mask[0].to(torch.uint8), row["mask"])
+    with torch.no_grad():
+        reference = pipe.encode_image(pixel_values * (1 - pixel_mask))
+    # The masks are bitwise equal; the embedding only differs by the batch it was computed in (precompute batches 8
+    # images, float32 matrix products round differently by batch size).
+    torch.testing.assert_close(reference[0], row["reference_image_embeds"].float(), rtol=0, atol=1e-6)
+
+
 def test_precomputed_embeddings_match_the_encoders_and_resume(embeddings, tiny_clip_dir):
     dataset, info = load_embedding_dataset(str(embeddings["t2i"]))
     assert len(dataset) == 8 and info["num_chunks"] == 3 and info["embedding_dim"] == 64
@@ -155,7 +192,7 @@ def test_precomputed_embeddings_match_the_encoders_and_resume(embeddings, tiny_c
     )
     other = list(argv)
     other[other.index("--chunk_size") + 1] = 4
-    with pytest.raises(ValueError, match="embeddings of another run"):
+    with pytest.raises(ValueError, match="embedding chunk\(s\) of a run with other settings"):
         run_in_process(PRECOMPUTE, other)
     with pytest.raises(ValueError, match=r"--image_column 'picture' is not a column"):
         run_in_process(
@@ -184,6 +221,8 @@ def stage1(embeddings, tiny_clip_dir, tmp_path_factory):
             *PRIOR_SIZE,
             "--max_train_steps",
             8,
+            "--license",
+            "apache-2.0",  # stage 2 (no --license) takes it from stage 1's card
             *stage_args(output_dir),
         ],
     )
@@ -214,7 +253,7 @@ def stage2(embeddings, stage1, tmp_path_factory):
     return output_dir
 
 
-def test_stages_learn_and_write_a_complete_documented_pipeline(stage1, stage2):
+def test_stages_learn_and_write_a_complete_documented_pipeline(embeddings, stage1, stage2):
     losses = [h["train/loss"] for h in json.loads((stage1 / "training_log.json").read_text())]
     assert len(losses) == 8 and sum(losses[-2:]) / 2 < 0.7 * losses[0], losses
     for folder, stage in ((stage1, 1), (stage2, 2)):
@@ -227,19 +266,34 @@ def test_stages_learn_and_write_a_complete_documented_pipeline(stage1, stage2):
         assert "license: apache-2.0" in card and f"| `stage` | `{stage}` |" in card
         assert "| `adam_weight_decay` | `0.06` |" in card and "| `ema_decay` | `0.9` |" in card
         assert not list(folder.rglob("*.bin")) or all("checkpoint-" in str(p) for p in folder.rglob("*.bin"))
+    # The card's command reads back as the run's arguments; no local absolute path is in the card.
+    card_text = (stage2 / "README.md").read_text()
+    assert card_arguments(TRAIN, card_text) == run_arguments(TRAIN, stage2_args(embeddings, stage1, stage2))
+    assert str(stage2.parent.parent) not in card_text and str(ROOT) not in card_text
     # Stage 2 starts from stage 1's prior.
-    assert '"triplet": 0.4' in (stage2 / "README.md").read_text()
+    assert '"triplet": 0.4' in card_text
     prior1 = CompoDiffPriorTransformer.from_pretrained(stage1, subfolder="prior")
     start = weights(stage2 / "checkpoint-2" / "prior.safetensors")
     drift = max((start[k] - v).abs().max().item() for k, v in prior1.state_dict().items())
     assert 0 < drift < 0.1  # two small steps away from stage 1, not from a fresh initialisation
 
 
+def test_trained_pipeline_loads_without_hf_cir(stage2, tmp_path):
+    # The training output opens with `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` where hf-cir
+    # is absent (the module files it carries), and gives what CompoDiffPipeline gives.
+    from remote_code_helpers import assert_loaded_generically, load_in_fresh_process, run_query
+
+    index = json.loads((stage2 / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_compodiff", "CompoDiffPipeline"]
+    embeds, metadata = load_in_fresh_process(tmp_path, {"stage2": {"folder": stage2, "loader": "diffusers"}}, False)
+    assert metadata["hf_cir_imported"] is False
+    expected = run_query(CompoDiffPipeline.from_pretrained(stage2))
+    assert_loaded_generically(embeds["stage2"], metadata["stage2"], expected)
+
+
 def test_killed_while_checkpointing_resumes_bit_identically(embeddings, stage1, stage2, tmp_path):
     output_dir = tmp_path / "killed"
-    killed = run_subprocess(
-        "train_compodiff", stage2_args(embeddings, stage1, output_dir), kill_at="checkpoint:4"
-    )
+    killed = run_subprocess("train_compodiff", stage2_args(embeddings, stage1, output_dir), kill_at="checkpoint:4")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # checkpoint-4 was half written: only its temporary folder exists, and `latest` is checkpoint-2.
     assert (output_dir / ".checkpoint-4.tmp").is_dir()
@@ -248,11 +302,15 @@ def test_killed_while_checkpointing_resumes_bit_identically(embeddings, stage1, 
     resumed = weights(output_dir / "prior" / "diffusion_pytorch_model.safetensors")
     reference = weights(stage2 / "prior" / "diffusion_pytorch_model.safetensors")
     assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
+    # The EMA is saved by EMAModel.save_pretrained: a prior folder of its own, with its counters in the config.
     ema_resumed, ema_reference = (
-        weights(output_dir / "checkpoint-4" / "ema_prior.safetensors"),
-        weights(stage2 / "checkpoint-4" / "ema_prior.safetensors"),
+        weights(output_dir / "checkpoint-4" / "prior_ema" / "diffusion_pytorch_model.safetensors"),
+        weights(stage2 / "checkpoint-4" / "prior_ema" / "diffusion_pytorch_model.safetensors"),
     )
+    assert ema_resumed.keys() == ema_reference.keys()
     assert all(torch.equal(ema_resumed[k], ema_reference[k]) for k in ema_reference)
+    ema_config = json.loads((output_dir / "checkpoint-4" / "prior_ema" / "config.json").read_text())
+    assert ema_config["optimization_step"] == 4 and ema_config["decay"] == 0.9
 
 
 def test_two_process_run_matches_one_process_run(embeddings, stage1, tmp_path):

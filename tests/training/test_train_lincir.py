@@ -2,14 +2,31 @@
 SIGKILLed run resumes bit-identically, a 2-process run matches a 1-process run, and bad input fails clearly."""
 
 import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from huggingface_hub import ModelCard
 
 from hf_cir import LinCIRModel, LinCIRProcessor
 
-from .helpers import load_script, run_in_process, run_subprocess, run_two_processes, weights
+from .helpers import (
+    ROOT,
+    card_arguments,
+    card_command,
+    load_script,
+    run_arguments,
+    run_in_process,
+    run_subprocess,
+    run_two_processes,
+    weights,
+)
 
 SCRIPT = load_script("train_lincir")
 COLORS = "red blue green yellow black white".split()
@@ -35,6 +52,21 @@ def base_args(clip_dir, data, output_dir, *extra):
     ]  # fmt: skip
 
 
+@pytest.fixture
+def progress_bars_restored():
+    """`--no-progress` turns the libraries' bars off in this process: turn them on again for the next tests."""
+    yield
+    import datasets
+    import huggingface_hub
+    import transformers
+    from diffusers.utils import logging as diffusers_logging
+
+    transformers.utils.logging.enable_progress_bar()
+    diffusers_logging.enable_progress_bar()
+    datasets.enable_progress_bars()
+    huggingface_hub.utils.enable_progress_bars()
+
+
 @pytest.fixture(scope="module")
 def finished_run(tiny_clip_dir, captions_file, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("lincir") / "run"
@@ -42,7 +74,7 @@ def finished_run(tiny_clip_dir, captions_file, tmp_path_factory):
     return output_dir
 
 
-def test_training_learns_and_writes_a_loadable_documented_model(finished_run):
+def test_training_learns_and_writes_a_loadable_documented_model(finished_run, tiny_clip_dir, captions_file):
     history = [h for h in json.loads((finished_run / "training_log.json").read_text()) if "train/loss" in h]
     losses = [h["train/loss"] for h in history]
     assert [h["step"] for h in history] == list(range(1, 7))
@@ -55,7 +87,7 @@ def test_training_learns_and_writes_a_loadable_documented_model(finished_run):
     with torch.no_grad():
         query = model.get_composed_features(
             inputs["input_ids"], image_embeds=torch.randn(1, model.config.projection_dim)
-        )
+        ).pooler_output
     assert query.shape == (1, model.config.projection_dim) and torch.isfinite(query).all()
     # The output holds the EMA weights of phi, which differ from the last checkpoint's raw weights.
     saved_phi = weights(finished_run / "model.safetensors", "phi.")
@@ -66,15 +98,71 @@ def test_training_learns_and_writes_a_loadable_documented_model(finished_run):
     for row in ("| `learning_rate` | `0.005` |", '| `keyword_extractor` | `"builtin"` |', "| `seed` | `7` |"):
         assert row in card
     assert "| skipped_captions | `4` |" in card and f"| num_captions | `{len(COLORS) * 4 - 1}` |" in card
-    assert "license: cc-by-nc-4.0" in card
+    # A phi trained here is not the released weights: no CC BY-NC. The fixture CLIP's folder declares no license
+    # and the run named none, so the card states none.
+    metadata = yaml.safe_load(card.split("---\n")[1])
+    assert "license" not in metadata and "cc-by-nc" not in card and "**License:** not stated" in card
+    assert metadata["pipeline_tag"] == "image-feature-extraction" and metadata["model_name"] == "LinCIR"
+    assert ModelCard.load(finished_run / "README.md").data.to_dict() == metadata
+    # The equivalent command reads back as the run's arguments (local paths as the card shows them); no local
+    # absolute path anywhere in the card.
+    assert card_arguments(SCRIPT, card) == run_arguments(SCRIPT, base_args(tiny_clip_dir, captions_file, finished_run))
+    assert str(finished_run.parent) not in card and str(tiny_clip_dir) not in card and str(ROOT) not in card
     assert [p.name for p in sorted(finished_run.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_card_command_reruns_the_training_and_the_step_bar_shows(
+    tiny_clip_dir, captions_file, tmp_path, monkeypatch, capfd
+):
+    """Run from a working directory with relative paths, then run the card's command, as written, from another
+    directory with the same inputs: the same arguments and bit-identical weights. The run shows a tqdm step bar."""
+
+    def workdir(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "clip").symlink_to(tiny_clip_dir, target_is_directory=True)
+        (folder / "training").symlink_to(ROOT / "training", target_is_directory=True)
+        shutil.copy(captions_file, folder / "captions.jsonl")
+        return folder
+
+    argv = [
+        "--clip_model_name_or_path", "clip", "--train_file", "captions.jsonl", "--output_dir", "run",
+        "--keyword_extractor", "builtin", "--train_batch_size", "4", "--max_train_steps", "2", "--seed", "5",
+        "--learning_rate", "5e-3", "--use_ema", "--ema_decay", "0.9", "--checkpointing_steps", "100", "--cpu",
+        "--license", "mit",
+    ]  # fmt: skip
+    first = workdir("first")
+    monkeypatch.chdir(first)
+    run_in_process(SCRIPT, argv)
+    bar = capfd.readouterr().err
+    assert "Steps: 100%" in bar and "2/2" in bar and "loss=" in bar
+    card = (first / "run" / "README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "mit"
+    words = card_command(card)
+    assert words[:3] == ["accelerate", "launch", "training/train_lincir.py"]
+    hidden = ("hub_token", "resume_from_checkpoint")
+    parsed, original = vars(SCRIPT.parse_args(words[3:])), vars(SCRIPT.parse_args(argv))
+    assert {k: v for k, v in parsed.items() if k not in hidden} == {
+        k: v for k, v in original.items() if k not in hidden
+    }
+
+    second = workdir("second")
+    block = card.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
+    rerun = subprocess.run(["bash", "-c", block], cwd=second, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again, reference = weights(second / "run" / "model.safetensors"), weights(first / "run" / "model.safetensors")
+    assert again.keys() == reference.keys() and all(torch.equal(again[k], reference[k]) for k in reference)
+    assert (second / "run" / "README.md").read_text() == card
 
 
 def test_sigkilled_run_resumes_bit_identically(finished_run, tiny_clip_dir, captions_file, tmp_path):
     output_dir = tmp_path / "killed"
-    killed = run_subprocess(
-        "train_lincir", base_args(tiny_clip_dir, captions_file, output_dir), kill_at="step:3"
-    )
+    killed = run_subprocess("train_lincir", base_args(tiny_clip_dir, captions_file, output_dir), kill_at="step:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [p.name for p in output_dir.glob("checkpoint-*")] == ["checkpoint-2"]
     assert not (output_dir / "model.safetensors").exists()
@@ -159,7 +247,9 @@ def score_peaking_at_step_4(model, processor, step):
 """
 
 
-def test_validation_hook_keeps_the_best_and_the_output_is_pushed(tiny_clip_dir, captions_file, tmp_path, monkeypatch):
+def test_validation_hook_keeps_the_best_and_the_output_is_pushed(
+    tiny_clip_dir, captions_file, tmp_path, monkeypatch, capfd, progress_bars_restored
+):
     import huggingface_hub
 
     pushed = {}
@@ -188,8 +278,11 @@ def test_validation_hook_keeps_the_best_and_the_output_is_pushed(tiny_clip_dir, 
             "me/lincir-test",
             "--hub_token",
             "hf_x",
+            "--no-progress",
         ],
     )
+    # --no-progress: no bar at all, neither the step bar nor transformers' shard-writing or loading bars.
+    assert "%|" not in capfd.readouterr().err
     log = json.loads((output_dir / "training_log.json").read_text())
     assert [h["validation/score"] for h in log if "validation/score" in h] == [-2.0, 0.0, -2.0]
     best = json.loads((output_dir / "best" / "validation.json").read_text())

@@ -55,7 +55,9 @@ def _imports(path: Path, name: str) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     files = {
-        _module_name(path): path for path in PACKAGE.rglob("*.py") if "checkpoints" not in path.relative_to(PACKAGE).parts
+        _module_name(path): path
+        for path in PACKAGE.rglob("*.py")
+        if "checkpoints" not in path.relative_to(PACKAGE).parts
     }
     graph = {}
     for name, path in files.items():

@@ -69,6 +69,9 @@ def test_atomic_file_keeps_old_content_on_error(tmp_path):
 
 
 def test_atomic_directory_replaces_whole_folder(tmp_path):
+    from hf_cir.utils.io import ArtefactKind
+
+    kind = ArtefactKind("test folder", None, lambda _: True, entries=("x", "y"))
     target = tmp_path / "index"
     with atomic_directory(target) as tmp:
         (tmp / "x").write_text("1")
@@ -76,11 +79,11 @@ def test_atomic_directory_replaces_whole_folder(tmp_path):
         with atomic_directory(target):
             pass
     with pytest.raises(RuntimeError):
-        with atomic_directory(target, overwrite=True) as tmp:
+        with atomic_directory(target, overwrite=True, kind=kind) as tmp:
             (tmp / "y").write_text("2")
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["x"]
-    with atomic_directory(target, overwrite=True) as tmp:
+    with atomic_directory(target, overwrite=True, kind=kind) as tmp:
         (tmp / "y").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["y"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_progress_argument
+
 EXAMPLE = """example:
   hf-cir demo                          # 6 queries, recall table, toy_runs/demo.png
   hf-cir demo --num-queries 3 --output /tmp/demo.png --recall-queries 0
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoints", default=None, help="folder with clip/, lincir/, compodiff/ (default: shipped)"
     )
     parser.add_argument("--device", default="cpu", help="default: cpu")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 

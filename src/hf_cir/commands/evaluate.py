@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
+from ._common import USER_ERRORS, add_model_arguments, load_model_from_args, report_error, sampling_from_args
 
 EXAMPLE = """example:
   hf-cir evaluate --benchmark toy  # every method on the shipped toy checkpoints, two seeds
@@ -25,8 +25,14 @@ Gallery embeddings are cached (--cache-dir), so other methods on the same images
 """
 
 
+# Texts a CompoDiff model keeps encoded during an evaluation (about 0.4 MB each for a bigG-sized text encoder).
+EVALUATION_TEXT_CACHE_SIZE = 256
+
+# The benchmarks hf-cir ships, named in `--help` without importing them (a test checks the list is complete).
+BENCHMARK_NAMES = ("cirr", "circo", "fashioniq", "genecis", "toy")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from hf_cir.evaluation import BENCHMARKS
     from hf_cir.retrieval import METHODS
 
     parser = subparsers.add_parser(
@@ -40,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser, required=False)
-    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
+    parser.add_argument(
+        "--benchmark", required=True, help=f"which benchmark: {', '.join(BENCHMARK_NAMES)} (or any registered one)"
+    )
     parser.add_argument("--data-dir", default=None, help="the benchmark's folder, in its official layout")
     parser.add_argument(
         "--benchmark-option",
@@ -66,7 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
-        "--update-model-card", action="store_true", help="write the results into the model folder's README.md"
+        "--update-model-card",
+        action="store_true",
+        help="write the results into the model folder's README.md: the model's own method into its model-index, "
+        "baselines (image, text, sum) into a table labelled as baselines",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run)
@@ -89,10 +100,15 @@ def parse_benchmark_options(options: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_cir.evaluation import evaluate, get_benchmark, update_model_card
+    import hf_cir.toy  # noqa: F401  (registers the toy benchmark)
+    from hf_cir.evaluation import evaluate, get_benchmark, get_benchmark_class, update_model_card
 
+    try:
+        benchmark_class = get_benchmark_class(args.benchmark)
+    except ValueError as error:
+        return report_error("evaluate", error)
     if args.model is None:
-        if args.benchmark != "toy":
+        if not benchmark_class.ships_models:
             return report_error("evaluate", ValueError(f"--model is required for --benchmark {args.benchmark}."))
         return run_toy_table(args)
     try:
@@ -101,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         options = parse_benchmark_options(args.benchmark_option)
         benchmark = get_benchmark(args.benchmark, args.data_dir, split=args.split, **options)
         model = load_model_from_args(args)
+        if model.model_type == "compodiff":  # benchmarks repeat texts (and the negative prompt): encode each once
+            model.pipeline.enable_text_encoding_cache(EVALUATION_TEXT_CACHE_SIZE)
         methods = args.method or [model.default_method]
         for method in methods:
             model.check_method(method)
@@ -119,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         card = None
         if args.update_model_card:
-            card = update_model_card(args.model, [result for result in results if result.metrics])
+            card = update_model_card(args.model, results, model_method=model.default_method)
     except TypeError as error:  # an option the benchmark does not take
         if "unexpected keyword" not in str(error):
             raise
@@ -142,9 +160,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_toy_table(args: argparse.Namespace) -> int:
-    """`hf-cir evaluate --benchmark toy` without `--model`: the README's table on the shipped toy checkpoints."""
+    """`hf-cir evaluate --benchmark toy` without `--model`: the README's table on the shipped toy checkpoints.
+
+    The CompoDiff sampling options (`--preset`, `--scheduler`, `--num-inference-steps`, `--num-samples-per-prompt`,
+    the guidance scales, `--seed`, `--precision`) and `--dtype` set the CompoDiff row; the other rows do not sample.
+    """
+    import torch
+
     from hf_cir.toy.benchmark import evaluate_toy_models, format_toy_table
 
+    check_toy_table_options(args)
     try:
         options = parse_benchmark_options(args.benchmark_option)
         seeds = options.pop("seeds", [0, 1])
@@ -154,8 +179,39 @@ def run_toy_table(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--benchmark-option: unknown toy table option(s) {unknown}; use seeds, num_queries, gallery_size."
             )
-        results = evaluate_toy_models(seeds=seeds, device=args.device or "cpu", **options)
+        compodiff_options = sampling_from_args(args)
+        if args.dtype != "float32":
+            compodiff_options["dtype"] = getattr(torch, args.dtype)
+        results = evaluate_toy_models(
+            seeds=seeds, device=args.device or "cpu", compodiff_options=compodiff_options, **options
+        )
     except USER_ERRORS as error:
         return report_error("evaluate", error)
     print(json.dumps(results, indent=1) if args.json else format_toy_table(results))
     return 0
+
+
+# Options of `evaluate` that the toy table (no --model) does not use, with the value that means "not given".
+_NOT_FOR_THE_TOY_TABLE = {
+    "data_dir": None,
+    "split": "val",
+    "method": None,
+    "output_dir": "eval_results",
+    "cache_dir": None,
+    "no_cache": False,
+    "update_model_card": False,
+    "batch_size": 32,
+}
+
+
+def check_toy_table_options(args: argparse.Namespace) -> None:
+    """The toy table runs every toy model and method on rendered images and writes nothing: refuse the options it
+    would otherwise ignore."""
+    given = [name for name, unset in _NOT_FOR_THE_TOY_TABLE.items() if getattr(args, name, unset) != unset]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        verb = "does" if len(given) == 1 else "do"
+        raise ValueError(
+            f"{options} {verb} not apply to the toy table (--benchmark toy without --model: every toy model and "
+            "method, printed, nothing written); pass --model to evaluate one model."
+        )

@@ -7,14 +7,21 @@ import json
 import sys
 import warnings
 
-from ._common import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
+from ._common import add_model_arguments, add_progress_argument, load_model_from_args, sampling_from_args
 
 EXAMPLE = """example:
   hf-cir index --model path/to/lincir-model --images ~/Pictures --output pictures.index
   hf-cir index --model path/to/compodiff --images ~/Pictures --output pictures.index --faiss hnsw
+  hf-cir index --model path/to/lincir-model --dataset my_images/ --image-column image --output my.index
+  hf-cir index --model path/to/lincir-model --webdataset "shards/{00000..00099}.tar" --output laion.index \
+      --num-workers 4 --embedding-dtype float16 --faiss ivf-pq --memory-budget 2GB
+  accelerate launch --multi_gpu --num_processes 2 -m hf_cir index --device cpu --model ... (same options)
+  hf-cir index --upgrade old.index          # convert an index of format 1 to format 2 in place
 
 Run the same command again after an interruption: finished images are not recomputed.
+--overwrite replaces only an earlier hf-cir index (never the images folder, a folder holding it, or other files).
 """
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,39 +34,125 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_arguments(parser)
-    parser.add_argument("--images", required=True, help="the image folder (searched recursively)")
-    parser.add_argument("--output", required=True, help="the index folder to write")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--save-every", type=int, default=256, help="images per resumable chunk (default 256)")
-    parser.add_argument(
-        "--faiss", choices=["flat", "ivf", "hnsw"], default=None, help="also build a faiss index (large galleries)"
+    add_model_arguments(parser, required=False)
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--images", default=None, help="the image folder (searched recursively)")
+    inputs.add_argument(
+        "--dataset",
+        default=None,
+        nargs="+",
+        help="a datasets source with an image column: image folder (metadata.jsonl), Parquet/Arrow files, a "
+        "save_to_disk folder or a Hub id",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing index at --output")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inputs.add_argument(
+        "--webdataset", default=None, help='webdataset tar shards, e.g. "shards/{00000..00099}.tar" (img2dataset)'
+    )
+    inputs.add_argument("--upgrade", default=None, metavar="INDEX", help="convert an index of format 1 in place")
+    parser.add_argument("--image-column", default=None, help="--dataset: the image column (default: detected)")
+    parser.add_argument("--id-column", default=None, help="--dataset: a column of unique ids (default: row number)")
+    parser.add_argument("--split", default="train", help="--dataset: the split (default train)")
+    parser.add_argument("--output", default=None, help="the index folder to write")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument(
+        "--save-every", type=int, default=4096, help="images per resumable shard (default 4096; webdataset: one tar)"
+    )
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images (default 0)")
+    parser.add_argument(
+        "--embedding-dtype", choices=["float32", "float16"], default="float32", help="stored embeddings' dtype"
+    )
+    parser.add_argument(
+        "--faiss",
+        choices=["flat", "ivf", "hnsw", "ivf-pq", "auto"],
+        default=None,
+        help="also build a faiss index: ivf-pq is compressed (re-ranked exactly); auto picks by gallery size",
+    )
+    parser.add_argument(
+        "--memory-budget", default=None, help="memory the ivf-pq index may take, e.g. 2GB (sets its code size)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier hf-cir index at --output (nothing else)"
+    )
+    add_progress_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     parser.set_defaults(func=run)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be refused before a model loads."""
+    from pathlib import Path
+
+    from hf_cir.retrieval.index import INDEX_FOLDER
+    from hf_cir.utils.io import check_replaceable
+
+    if args.upgrade is None and (args.model is None or args.output is None):
+        raise ValueError("give --model and --output (and --images, --dataset or --webdataset), or --upgrade INDEX.")
+    if args.upgrade is None and not (args.images or args.dataset or args.webdataset):
+        raise ValueError("give the images: --images FOLDER, --dataset SOURCE or --webdataset PATTERN.")
+    for option, value in (("--batch-size", args.batch_size), ("--save-every", args.save_every)):
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}.")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers must be at least 0, got {args.num_workers}.")
+    if args.memory_budget is not None:
+        from hf_cir.retrieval.compressed import parse_memory_size
+
+        parse_memory_size(args.memory_budget)
+    if args.upgrade is not None or not args.images:
+        return
+    sampling = sampling_from_args(args)
+    if sampling:
+        options = ", ".join("--" + key.replace("_", "-") for key in sampling)
+        raise ValueError(
+            f"{options}: sampling options do not apply to indexing (gallery images are encoded, not sampled)."
+        )
+    images, output = Path(args.images), Path(args.output)
+    if not images.is_dir():
+        raise FileNotFoundError(f"--images: {images} is not a folder.")
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"--output: {output} already exists; pass --overwrite to replace an earlier index.")
+    if not (output / "manifest.json").exists():
+        check_replaceable(output, INDEX_FOLDER, {"--images": images}, argument="--output")
+
+
+def _source(args: argparse.Namespace):
+    from hf_cir.retrieval.sources import DatasetSource, WebDatasetSource
+
+    if args.webdataset:
+        return WebDatasetSource(args.webdataset)
+    if args.dataset:
+        dataset = args.dataset[0] if len(args.dataset) == 1 else args.dataset
+        return DatasetSource(dataset, image_column=args.image_column, id_column=args.id_column, split=args.split)
+    return args.images
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from hf_cir.retrieval import GalleryIndex
 
-    try:
-        model = load_model_from_args(args)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            index = GalleryIndex.build(
-                model,
-                args.images,
-                args.output,
-                batch_size=args.batch_size,
-                save_every=args.save_every,
-                show_progress=not args.no_progress,
-                faiss=args.faiss,
-                overwrite=args.overwrite,
-            )
-    except USER_ERRORS as error:
-        return report_error("index", error)
+    _check_arguments(args)
+    if args.upgrade is not None:
+        index = GalleryIndex.upgrade(args.upgrade, dtype=args.embedding_dtype)
+        print(f"{args.upgrade}: index format {index.info['version']}, {len(index)} images.")
+        return 0
+    model = load_model_from_args(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = GalleryIndex.build(
+            model,
+            _source(args),
+            args.output,
+            batch_size=args.batch_size,
+            save_every=args.save_every,
+            show_progress=not args.no_progress,
+            faiss=args.faiss,
+            overwrite=args.overwrite,
+            num_workers=args.num_workers,
+            dtype=args.embedding_dtype,
+            memory_budget=args.memory_budget,
+        )
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`: the main process reports
+        return 0
     for warning in caught:
         if not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             print(f"warning: {warning.message}", file=sys.stderr)

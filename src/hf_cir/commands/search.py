@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 
-from ._common import USER_ERRORS, add_model_arguments, load_model_from_args, report_error
+from ._common import add_model_arguments, add_progress_argument, load_model_from_args
 
 EXAMPLE = """example:
   hf-cir search --index pictures.index --image beach.jpg --text "at night" --top-k 10
   hf-cir search --index pictures.index --model path/to/compodiff --image car.jpg --text "is red" \\
       --negative-text "blurry" --mask car_mask.png --json --save-grid results.png
 
-The model defaults to the one that built the index. Methods: the model's own (lincir or compodiff), or the
-baselines image, text and sum (normalised image + text embeddings).
+The model defaults to the one that built the index. Methods: the model's own (lincir, searle, pic2word or
+compodiff: the model folder says which), or the
+baselines image, text and sum (normalised image + text embeddings). When the reference image is itself an image of
+the index it is left out of the results (--include-query keeps it).
 """
 
 
@@ -41,46 +45,110 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")
     parser.add_argument("--exact", action="store_true", help="exact search even if the index has a faiss index")
+    parser.add_argument(
+        "--include-query",
+        action="store_true",
+        help="keep the reference image in the results when it is an image of the index (left out by default)",
+    )
+    parser.add_argument(
+        "--allow-other-model",
+        action="store_true",
+        help="search an index built by another image encoder (its scores then compare two embedding spaces)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--save-grid", default=None, metavar="PNG", help="write a contact sheet of the results")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from hf_cir.retrieval import GalleryIndex, save_contact_sheet
+def _check_query_arguments(args: argparse.Namespace) -> None:
+    """What can be said about the arguments before any file is opened."""
+    if args.image is None and args.text is None:
+        raise ValueError("give a query: --image, --text or both.")
+    for option, value in (("--text", args.text), ("--negative-text", args.negative_text)):
+        if value is not None and not value.strip():
+            raise ValueError(f"{option} is empty; give the words, or leave {option} out.")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}.")
+    if args.mask is not None and args.image is None:
+        raise ValueError("--mask needs --image: the mask marks the region of the reference image to change.")
+    if args.include_query and args.image is None:
+        raise ValueError("--include-query does not apply without --image (there is no query image to keep).")
+    if args.method == "image" and args.text is not None:
+        raise ValueError("--method image ranks by the reference image alone: --text does not apply.")
 
-    try:
-        if args.image is None and args.text is None:
-            raise ValueError("give a query: --image, --text or both.")
-        if args.top_k < 1:
-            raise ValueError(f"--top-k must be at least 1, got {args.top_k}.")
-        index = GalleryIndex.load(args.index)
-        model = load_model_from_args(args, args.model or index.info.get("model"))
-        index.check_model(model)
-        method = model.check_method(args.method)
-        if args.text is None and method != "image":
-            raise ValueError(f"method {method!r} needs --text (only --method image works with an image alone).")
-        if args.image is None and method in ("lincir", "image", "sum"):
-            raise ValueError(f"method {method!r} needs --image.")
+
+def _check_model_arguments(args: argparse.Namespace, model_type: str, method: str) -> None:
+    """What does not apply to the model that will run, said before its weights load."""
+    if model_type != "compodiff":
+        for option, value in (("--negative-text", args.negative_text), ("--mask", args.mask)):
+            if value is not None:
+                raise ValueError(f"{option} does not apply to a {model_type} model (CompoDiff models only).")
+    elif method != "compodiff":
+        for option, value in (("--negative-text", args.negative_text), ("--mask", args.mask)):
+            if value is not None:
+                raise ValueError(f"{option} does not apply to --method {method} (only to --method compodiff).")
+    if args.text is None and method != "image":
+        raise ValueError(f"method {method!r} needs --text (only --method image works with an image alone).")
+    # image and sum, and every LinCIR-family composed method (lincir, searle, pic2word), need the reference image
+    if args.image is None and (method in ("image", "sum") or (model_type == "lincir" and method != "text")):
+        raise ValueError(f"method {method!r} needs --image.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hf_cir.retrieval import GalleryIndex, save_contact_sheet
+    from hf_cir.retrieval.models import BASELINE_METHODS, detect_model_type, detect_own_method
+    from hf_cir.utils import load_image
+
+    _check_query_arguments(args)
+    # Every file of the query is opened before a model loads: a bad one fails at once.
+    image = load_image(args.image, name="--image") if args.image is not None else None
+    mask = load_image(args.mask, name="--mask") if args.mask is not None else None
+    index = GalleryIndex.load(args.index)
+    model_name = args.model or index.info.get("model")
+    model_type = detect_model_type(model_name)
+    own_method = detect_own_method(model_name)  # a LinCIR-family folder's config names lincir, searle or pic2word
+    methods = (own_method,) + BASELINE_METHODS
+    method = args.method or own_method
+    if method not in methods:
+        raise ValueError(
+            f"--method {method} does not apply to the {own_method} model {model_name}; it supports: "
+            f"{', '.join(methods)}."
+        )
+    _check_model_arguments(args, model_type, method)
+    model = load_model_from_args(args, model_name)
+    index.check_model(model, allow_other_model=args.allow_other_model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         query = model.encode_queries(
             [args.text or ""],
-            images=[args.image] if args.image is not None and method != "text" else None,
+            images=[image] if image is not None and method != "text" else None,
             method=method,
             negative_texts=[args.negative_text] if args.negative_text is not None else None,
-            mask_images=[args.mask] if args.mask is not None else None,
+            mask_images=[mask] if mask is not None else None,
         )
-        hits = index.search(query, args.top_k, exact=True if args.exact else None)[0]
-        if args.save_grid:
-            label = f"[{method}] {args.text or ''}" + (f" (not: {args.negative_text})" if args.negative_text else "")
-            save_contact_sheet(args.save_grid, [(args.image, label)], [hits])
-    except USER_ERRORS as error:
-        return report_error("search", error)
+    for warning in caught:  # e.g. words the tokenizer does not know
+        if not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
+            print(f"hf-cir search: warning: {warning.message}", file=sys.stderr)
+    left_out = index.find(args.image) if args.image is not None and not args.include_query else None
+    hits = index.search(query, args.top_k, exact=True if args.exact else None, exclude=[left_out])[0]
+    if args.save_grid:
+        # The sheet opens only files that resolve inside the index's image root.
+        tiles = [
+            replace(hit, absolute_path=str(index.image_file(stored)) if (stored := _stored_path(hit)) else "")
+            for hit in hits
+        ]
+        label = f"[{method}] {args.text or ''}" + (f" (not: {args.negative_text})" if args.negative_text else "")
+        save_contact_sheet(args.save_grid, [(image, label)], [tiles])
     if args.json:
         output = {
             "index": str(args.index),
             "model": model.name_or_path,
             "method": method,
             "query": {"image": args.image, "text": args.text, "negative_text": args.negative_text, "mask": args.mask},
+            "excluded": left_out,
             "results": [hit.to_dict() for hit in hits],
         }
         if args.save_grid:
@@ -91,6 +159,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'rank':>4}  {'score':>7}  path")
         for hit in hits:
             print(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.path.ljust(width)}")
+        if left_out is not None:
+            print(f"(the query image {left_out} is left out; --include-query keeps it)")
         if args.save_grid:
             print(f"Contact sheet: {args.save_grid}")
     return 0
+
+
+def _stored_path(hit) -> str | None:
+    """The image file a hit stands for, relative to the image root (`None` for a dataset row without a file)."""
+    return hit.metadata.get("path") if hit.metadata else hit.path

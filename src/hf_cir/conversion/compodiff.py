@@ -28,6 +28,7 @@ import torch
 
 from ..hub import create_compodiff_model_card
 from ..hub import push_to_hub as _push
+from ..hub.saving import COMPODIFF_FOLDER
 from ..models.compodiff import CompoDiffPriorTransformer
 from ..pipelines.compodiff import CompoDiffPipeline
 from ..schedulers.scheduling_compodiff import CompoDiffScheduler, cosine_beta_schedule
@@ -428,7 +429,7 @@ def convert_compodiff_checkpoint(
     )
     base_models = [str(name) for name in (text_encoder_name, image_encoder_name) if name is not None]
     if output_dir is not None:
-        with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        with atomic_directory(output_dir, overwrite=overwrite, kind=COMPODIFF_FOLDER) as tmp:
             pipeline.save_pretrained(tmp)
             card = create_compodiff_model_card(
                 pipeline, model_id=push_to_hub or Path(output_dir).name, base_models=base_models

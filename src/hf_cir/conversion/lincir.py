@@ -21,17 +21,22 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer
 
-from ..hub import create_lincir_model_card, is_hub_id, save_pretrained
-from ..models.lincir import LinCIRModel, LinCIRProcessor
-from ..utils import atomic_directory
+from ..hub import LINCIR_LICENSE
+from ..models.lincir import LinCIRModel
+from .textual_inversion import (
+    build_textual_inversion_folder,
+    check_state_dict_keys,
+    describe,
+    load_torch_checkpoint,
+    tensor_dict,
+)
 
 # reference `Phi.layers` index -> `LinCIRModel.phi.layers` index (weights and biases of the three linear layers)
 #   layers.0  Linear(projection_dim, hidden)   -> phi.layers.0
 #   layers.3  Linear(hidden, hidden)           -> phi.layers.3
 #   layers.6  Linear(hidden, text_hidden_size) -> phi.layers.6
-# (layers 1, 4 are GELU and 2, 5 Dropout: no weights)
+# (layers 1, 4 are GELU and 2, 5 Dropout: no weights). SEARLE's `Phi` is the same module (LinCIR's is a copy of it).
 PHI_KEY_MAPPING = {
     "layers.0.weight": "layers.0.weight",
     "layers.0.bias": "layers.0.bias",
@@ -41,55 +46,42 @@ PHI_KEY_MAPPING = {
     "layers.6.bias": "layers.6.bias",
 }
 REFERENCE_PHI_KEY = "Phi"
+# LinCIR's settings of the model family (the others are `LinCIRConfig`'s defaults).
+LINCIR_CONFIG = {"method_name": "lincir", "phi_type": "mlp", "placeholder_replacement": "all"}
 
-__all__ = ["PHI_KEY_MAPPING", "convert_lincir_checkpoint", "convert_phi_state_dict", "load_reference_phi"]
+__all__ = [
+    "LINCIR_CONFIG",
+    "PHI_KEY_MAPPING",
+    "convert_lincir_checkpoint",
+    "convert_phi_state_dict",
+    "load_reference_phi",
+]
 
 
 def load_reference_phi(phi_checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read the phi state dict from a reference checkpoint file (`{"Phi": state_dict}` or a bare state dict).
+    """Read the phi state dict from a reference checkpoint file (`{"Phi": state_dict}` or a bare state dict): the
+    format of navervision/lincir and of miccunifi/SEARLE.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a torch pickle loadable with `weights_only=True`, or holds no phi state dict.
     """
-    path = Path(phi_checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"`phi_checkpoint`: no such file: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a corrupt or foreign file fails anywhere inside the unpickler
-        raise ValueError(
-            f"`phi_checkpoint` {path} is not a torch checkpoint that loads with `weights_only=True` ({error})."
-        ) from error
+    checkpoint = load_torch_checkpoint(phi_checkpoint, "phi_checkpoint")
     if isinstance(checkpoint, dict) and REFERENCE_PHI_KEY in checkpoint:
-        state_dict = checkpoint[REFERENCE_PHI_KEY]
+        state_dict = tensor_dict(checkpoint[REFERENCE_PHI_KEY])
     else:
-        state_dict = checkpoint
-    if not (
-        isinstance(state_dict, dict)
-        and state_dict
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items())
-    ):
-        found = (
-            f"a dict with keys {sorted(map(str, checkpoint))[:10]}"
-            if isinstance(checkpoint, dict)
-            else (f"a {type(checkpoint).__name__}")
-        )
+        state_dict = tensor_dict(checkpoint)
+    if state_dict is None:
         raise ValueError(
-            f"`phi_checkpoint` {path} holds {found}, not a phi state dict: expected the navervision/lincir format, "
-            f"a dict with key {REFERENCE_PHI_KEY!r} mapping parameter names to tensors."
+            f"`phi_checkpoint` {phi_checkpoint} holds {describe(checkpoint)}, not a phi state dict: expected the "
+            f"released format, a dict with key {REFERENCE_PHI_KEY!r} mapping parameter names to tensors."
         )
     return state_dict
 
 
 def convert_phi_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the reference phi keys to `LinCIRModel.phi` keys; unknown or missing keys are an error listing them."""
-    unexpected = sorted(set(state_dict) - set(PHI_KEY_MAPPING))
-    missing = sorted(set(PHI_KEY_MAPPING) - set(state_dict))
-    if unexpected or missing:
-        raise ValueError(
-            f"The phi state dict does not match the reference Phi: unexpected keys {unexpected}, missing keys {missing}."
-        )
+    check_state_dict_keys(state_dict, set(PHI_KEY_MAPPING), "phi (reference Phi)")
     return {PHI_KEY_MAPPING[key]: tensor for key, tensor in state_dict.items()}
 
 
@@ -124,57 +116,32 @@ def convert_lincir_checkpoint(
 
     ```python
     >>> import tempfile
+    >>> import torch
+    >>> from torch import nn
     >>> from hf_cir.conversion.lincir import convert_lincir_checkpoint
-    >>> model = convert_lincir_checkpoint(
-    ...     "tests/fixtures/reference/lincir/phi.pt", "tests/fixtures/reference/clip", tempfile.mkdtemp() + "/out"
-    ... )
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> folder = tempfile.mkdtemp()
+    >>> # A phi in the released format for the toy CLIP (64-d image embeddings, 128-d text tower).
+    >>> phi = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Dropout(0.5), nn.Linear(256, 256), nn.GELU(),
+    ...                     nn.Dropout(0.5), nn.Linear(256, 128))
+    >>> torch.save({"Phi": {f"layers.{k}": v for k, v in phi.state_dict().items()}}, f"{folder}/phi.pt")
+    >>> model = convert_lincir_checkpoint(f"{folder}/phi.pt", toy_checkpoint("clip"), f"{folder}/lincir")
     >>> model.config.phi_hidden_size
     256
     ```
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(f"`output_dir` {output_dir} already exists and is not an empty folder.")
     state_dict = convert_phi_state_dict(load_reference_phi(phi_checkpoint))
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name_or_path or clip_name_or_path)
-    image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path)
-    phi_hidden_size = state_dict["layers.0.weight"].shape[0]
-    model = LinCIRModel.from_clip(clip_name_or_path, tokenizer=tokenizer, phi_hidden_size=phi_hidden_size)
-    expected = model.phi.state_dict()
-    for key, tensor in state_dict.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f"Phi weight {key!r} of {phi_checkpoint} has shape {tuple(tensor.shape)}, but the CLIP at "
-                f"{clip_name_or_path} (projection_dim {model.config.projection_dim}, text hidden size "
-                f"{model.config.text_config.hidden_size}) needs {tuple(expected[key].shape)}: was this phi trained "
-                "on another CLIP?"
-            )
-    model.phi.load_state_dict({key: tensor.to(expected[key].dtype) for key, tensor in state_dict.items()})
-    model.eval()
-    processor = LinCIRProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        placeholder_token=model.config.placeholder_token,
-        prompt_template=model.config.prompt_template,
-    )
-
-    card = create_lincir_model_card(
-        model,
-        model_id=push_to_hub,
-        base_model=str(clip_name_or_path) if is_hub_id(clip_name_or_path) else None,
+    return build_textual_inversion_folder(
+        state_dict,
+        clip_name_or_path,
+        output_dir,
+        config={**LINCIR_CONFIG, "phi_hidden_size": state_dict["layers.0.weight"].shape[0]},
+        checkpoint_name=str(phi_checkpoint),
         source=f"converted with hf-cir from the navervision/lincir checkpoint `{Path(phi_checkpoint).name}`.",
+        license=LINCIR_LICENSE,
+        tokenizer_name_or_path=tokenizer_name_or_path,
+        push_to_hub=push_to_hub,
     )
-    with atomic_directory(output_dir, overwrite=output_dir.exists()) as tmp:
-        save_pretrained(model, tmp, processor, model_card=card)
-
-    if push_to_hub:
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        repo_id = api.create_repo(push_to_hub, exist_ok=True).repo_id
-        api.upload_folder(repo_id=repo_id, folder_path=str(output_dir), commit_message="Upload converted LinCIR")
-    return model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ from .evaluate import EvaluationResult, default_cache_dir, encode_benchmark_quer
 from .fashioniq import FashionIQBenchmark
 from .genecis import GeneCISBenchmark
 from .model_card import update_model_card
-from .registry import BENCHMARKS, get_benchmark, get_benchmark_class
+from .registry import BENCHMARKS, get_benchmark, get_benchmark_class, register_benchmark
 
 __all__ = [
     "BENCHMARKS",
@@ -24,5 +24,6 @@ __all__ = [
     "evaluate",
     "get_benchmark",
     "get_benchmark_class",
+    "register_benchmark",
     "update_model_card",
 ]

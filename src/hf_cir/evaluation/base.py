@@ -147,6 +147,11 @@ class Benchmark(ABC):
     metric_names: ClassVar[tuple[str, ...]] = ()
     # The name of the dataset on the Hub / in papers, used in model cards.
     display_name: ClassVar[str] = ""
+    # Whether the benchmark reads a data directory (the toy world renders its own).
+    needs_data_dir: ClassVar[bool] = True
+    # Whether hf-cir ships models trained for this benchmark (the toy world's): `hf-cir evaluate` without `--model`
+    # then prints the table of every shipped model and method.
+    ships_models: ClassVar[bool] = False
 
     def __init__(self, data_dir: str | os.PathLike | None = None, split: str = "val"):
         if split not in self.splits:

@@ -22,14 +22,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils import load_image
+from .annotations import AnnotationEntry, expect_list, expect_mapping, relative_file_name
 from .base import Benchmark, CIRQuery, EmbeddingTable, read_json
 from .metrics import average_precision_at_k, ranked_top_k, recall_at_k, target_ranks
+from .registry import register_benchmark
 
 __all__ = ["CIRCOBenchmark"]
 
 _KS = (5, 10, 25, 50)
 
 
+@register_benchmark
 class CIRCOBenchmark(Benchmark):
     """CIRCO validation metrics and test-server submission file.
 
@@ -53,33 +56,33 @@ class CIRCOBenchmark(Benchmark):
         if self.data_dir is None:
             raise ValueError("circo: a data directory is required.")
         coco = self.data_dir / "COCO2017_unlabeled"
-        info = read_json(coco / "annotations" / "image_info_unlabeled2017.json", "circo")
-        if not isinstance(info, dict) or "images" not in info:
-            raise ValueError("circo: image_info_unlabeled2017.json has no 'images' list.")
+        info_file = coco / "annotations" / "image_info_unlabeled2017.json"
+        info = expect_mapping(read_json(info_file, "circo"), info_file)
+        if not isinstance(info.get("images"), list):
+            raise ValueError(f"{info_file.name}: expected an 'images' list.")
         self._image_dir = coco / "unlabeled2017"
-        self._files = {str(image["id"]): image["file_name"] for image in info["images"]}
-        annotations = read_json(self.data_dir / "annotations" / f"{split}.json", "circo")
+        self._files = {}
+        for number, image in enumerate(info["images"]):
+            item = AnnotationEntry(image, info_file, number, parent="images")
+            self._files[item.identifier("id")] = relative_file_name(item.get("file_name"), item.where)
+        self._annotations_file = self.data_dir / "annotations" / f"{split}.json"
+        annotations = expect_list(read_json(self._annotations_file, "circo"), self._annotations_file)
         self._queries = [self._parse(index, entry) for index, entry in enumerate(annotations)]
 
-    def _parse(self, index: int, entry: dict) -> CIRQuery:
-        required = ("id", "reference_img_id", "relative_caption") + (("gt_img_ids",) if self.has_labels else ())
-        missing = [key for key in required if key not in entry]
-        if missing:
-            raise ValueError(f"circo: annotation {index} has no {', '.join(missing)} (keys: {sorted(entry)}).")
-        targets = [str(image_id) for image_id in entry.get("gt_img_ids", [])] if self.has_labels else []
-        if self.has_labels and "target_img_id" in entry and str(entry["target_img_id"]) not in targets:
-            targets.insert(0, str(entry["target_img_id"]))
-        for image_id in [str(entry["reference_img_id"]), *targets]:
+    def _parse(self, index: int, data: dict) -> CIRQuery:
+        entry = AnnotationEntry(data, self._annotations_file, index)
+        query_id = entry.identifier("id")
+        reference = entry.identifier("reference_img_id")
+        caption = entry.string("relative_caption")
+        targets = entry.identifiers("gt_img_ids") if self.has_labels else []
+        if self.has_labels and entry.has("target_img_id"):
+            target = entry.identifier("target_img_id")
+            if target not in targets:
+                targets.insert(0, target)
+        for key, image_id in (("reference_img_id", reference), *(("gt_img_ids", target) for target in targets)):
             if image_id not in self._files:
-                raise ValueError(
-                    f"circo: image id {image_id} of query {entry['id']} is not a COCO-2017 unlabeled image."
-                )
-        return CIRQuery(
-            query_id=str(entry["id"]),
-            reference_id=str(entry["reference_img_id"]),
-            texts=[entry["relative_caption"]],
-            target_ids=targets,
-        )
+                raise ValueError(f"{entry.where}: {key} {image_id} is not a COCO-2017 unlabeled image.")
+        return CIRQuery(query_id=query_id, reference_id=reference, texts=[caption], target_ids=targets)
 
     def image_ids(self) -> list[str]:
         return list(self._files)

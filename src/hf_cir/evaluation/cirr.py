@@ -25,14 +25,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils import load_image
+from .annotations import AnnotationEntry, expect_list, expect_mapping, relative_file_name
 from .base import Benchmark, CIRQuery, EmbeddingTable, read_json
 from .metrics import ranked_top_k, recall_at_k, target_ranks
+from .registry import register_benchmark
 
 __all__ = ["CIRRBenchmark"]
 
 _SPLIT_FILES = {"val": "val", "test": "test1"}
 
 
+@register_benchmark
 class CIRRBenchmark(Benchmark):
     """CIRR validation metrics and test-server submission files.
 
@@ -66,10 +69,14 @@ class CIRRBenchmark(Benchmark):
             raise ValueError("cirr: a data directory is required.")
         annotations = self.data_dir if (self.data_dir / "captions").is_dir() else self.data_dir / "cirr"
         split_file = _SPLIT_FILES[split]
-        self._triplets = read_json(annotations / "captions" / f"cap.rc2.{split_file}.json", "cirr")
-        self._relpaths: dict[str, str] = read_json(
-            annotations / "image_splits" / f"split.rc2.{split_file}.json", "cirr"
-        )
+        captions_file = annotations / "captions" / f"cap.rc2.{split_file}.json"
+        self._captions_file = captions_file
+        self._triplets = expect_list(read_json(captions_file, "cirr"), captions_file)
+        split_path = annotations / "image_splits" / f"split.rc2.{split_file}.json"
+        relpaths = expect_mapping(read_json(split_path, "cirr"), split_path)
+        self._relpaths: dict[str, str] = {
+            name: relative_file_name(path, f"{split_path.name} entry {name!r}") for name, path in relpaths.items()
+        }
         # Official relative paths start at the folder that holds `cirr/`.
         first = next(iter(self._relpaths.values()), None)
         self._image_root = self.data_dir
@@ -78,21 +85,28 @@ class CIRRBenchmark(Benchmark):
         self._queries = [self._parse(index, triplet) for index, triplet in enumerate(self._triplets)]
 
     def _parse(self, index: int, triplet: dict) -> CIRQuery:
-        required = ("pairid", "reference", "caption", "img_set") + (("target_hard",) if self.has_labels else ())
-        missing = [key for key in required if key not in triplet]
-        if missing:
-            raise ValueError(f"cirr: caption entry {index} has no {', '.join(missing)} (keys: {sorted(triplet)}).")
-        for image_id in [triplet["reference"], *([triplet["target_hard"]] if self.has_labels else [])]:
-            if image_id not in self._relpaths:
+        entry = AnnotationEntry(triplet, self._captions_file, index)
+        pair_id = entry.identifier("pairid")
+        reference = entry.identifier("reference")
+        caption = entry.string("caption")
+        members = entry.mapping("img_set").identifiers("members")
+        target = entry.identifier("target_hard") if self.has_labels else None
+        for key, image_id in (
+            ("reference", reference),
+            ("target_hard", target),
+            *(("img_set.members", m) for m in members),
+        ):
+            if image_id is not None and image_id not in self._relpaths:
                 raise ValueError(
-                    f"cirr: image {image_id!r} of pair {triplet['pairid']} is not in the split's image list."
+                    f"{entry.where}: {key} {image_id!r} is not in the split's image list "
+                    f"(split.rc2.{_SPLIT_FILES[self.split]}.json)."
                 )
         return CIRQuery(
-            query_id=str(triplet["pairid"]),
-            reference_id=triplet["reference"],
-            texts=[triplet["caption"]],
-            target_ids=[triplet["target_hard"]] if self.has_labels else [],
-            subset_ids=list(triplet["img_set"]["members"]),
+            query_id=pair_id,
+            reference_id=reference,
+            texts=[caption],
+            target_ids=[target] if target is not None else [],
+            subset_ids=members,
         )
 
     def image_ids(self) -> list[str]:

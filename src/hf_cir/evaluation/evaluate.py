@@ -114,12 +114,13 @@ def evaluate(
     Args:
         model: From [`load_retrieval_model`].
         benchmark: From [`get_benchmark`].
-        method: `lincir`, `compodiff`, `image`, `text` or `sum` (default: the model's own).
+        method: `lincir`, `searle`, `pic2word`, `compodiff`, `image`, `text` or `sum` (default: the model's own).
         batch_size: Images (and texts) per forward pass.
         cache_dir: Embedding cache (default: [`default_cache_dir`]).
         use_cache: Set `False` to neither read nor write the cache.
         show_progress: Progress bars.
-        output_dir: Where to write `results_{benchmark}_{split}_{method}.json` and submission files.
+        output_dir: Where to write `results_{benchmark}_{split}_{method}.json` and, on a test split, the
+            benchmark's submission files, named per method (`cirr_test1_recall_{method}.json`, ...).
 
     Example:
 
@@ -174,8 +175,10 @@ def evaluate(
             except NotImplementedError:
                 submissions = {}
             for name, content in submissions.items():
-                _write_json(output_dir / name, content)
-                result.files[name] = str(output_dir / name)
+                # One file per method: several methods in one output folder must not overwrite each other's.
+                path = output_dir / f"{Path(name).stem}_{method}{Path(name).suffix}"
+                _write_json(path, content)
+                result.files[name] = str(path)
         name = f"results_{benchmark.name}_{benchmark.split}_{method}.json"
         result.files["results"] = str(output_dir / name)
         _write_json(output_dir / name, result.to_dict())

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils import load_image
+from .annotations import AnnotationEntry, expect_list, relative_file_name
 from .base import Benchmark, CIRQuery, EmbeddingTable, read_json
 from .metrics import recall_at_k, target_ranks
+from .registry import register_benchmark
 
 __all__ = ["FashionIQBenchmark", "join_fashioniq_captions"]
 
@@ -46,6 +48,7 @@ def join_fashioniq_captions(first: str, second: str) -> str:
     return f"{first.strip('.?, ')} and {second.strip('.?, ')}"
 
 
+@register_benchmark
 class FashionIQBenchmark(Benchmark):
     """FashionIQ validation Recall@{10,50}, per category and averaged.
 
@@ -79,29 +82,30 @@ class FashionIQBenchmark(Benchmark):
         self._galleries: dict[str, list[str]] = {}
         self._queries: list[CIRQuery] = []
         for category in self.categories:
-            names = read_json(self.data_dir / "image_splits" / f"split.{category}.{split}.json", "fashioniq")
-            self._galleries[category] = list(dict.fromkeys(str(name) for name in names))
-            triplets = read_json(self.data_dir / "captions" / f"cap.{category}.{split}.json", "fashioniq")
+            split_file = self.data_dir / "image_splits" / f"split.{category}.{split}.json"
+            names = expect_list(read_json(split_file, "fashioniq"), split_file)
+            self._galleries[category] = list(
+                dict.fromkeys(relative_file_name(name, f"{split_file.name} entry {n}") for n, name in enumerate(names))
+            )
+            captions_file = self.data_dir / "captions" / f"cap.{category}.{split}.json"
+            triplets = expect_list(read_json(captions_file, "fashioniq"), captions_file)
             for index, triplet in enumerate(triplets):
-                self._queries.append(self._parse(category, index, triplet))
+                self._queries.append(self._parse(category, AnnotationEntry(triplet, captions_file, index)))
 
-    def _parse(self, category: str, index: int, triplet: dict) -> CIRQuery:
-        missing = [key for key in ("candidate", "target", "captions") if key not in triplet]
-        if missing:
-            raise ValueError(f"fashioniq: {category} caption entry {index} has no {', '.join(missing)}.")
-        captions = triplet["captions"]
-        if len(captions) != 2:
-            raise ValueError(f"fashioniq: {category} caption entry {index} has {len(captions)} captions, expected 2.")
-        if triplet["target"] not in self._galleries[category]:
-            raise ValueError(f"fashioniq: target {triplet['target']!r} is not in the {category} gallery.")
+    def _parse(self, category: str, entry: AnnotationEntry) -> CIRQuery:
+        candidate = relative_file_name(entry.get("candidate"), f"{entry.where}: 'candidate'")
+        target = relative_file_name(entry.get("target"), f"{entry.where}: 'target'")
+        captions = entry.strings("captions", length=2)
+        if target not in self._galleries[category]:
+            raise ValueError(f"{entry.where}: target {target!r} is not in the {category} gallery.")
         return CIRQuery(
-            query_id=f"{category}/{index}",
-            reference_id=str(triplet["candidate"]),
+            query_id=f"{category}/{entry.index}",
+            reference_id=candidate,
             texts=[
                 join_fashioniq_captions(captions[0], captions[1]),
                 join_fashioniq_captions(captions[1], captions[0]),
             ],
-            target_ids=[str(triplet["target"])],
+            target_ids=[target],
             category=category,
         )
 

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils import load_image
+from .annotations import AnnotationEntry, expect_list, relative_file_name
 from .base import Benchmark, CIRQuery, EmbeddingTable, per_query_gallery_image_ids, read_json
 from .metrics import recall_at_k, target_ranks
+from .registry import register_benchmark
 
 __all__ = ["GeneCISBenchmark", "crop_instance"]
 
@@ -60,6 +62,7 @@ def crop_instance(image: Image.Image, box: Sequence[float], dilation: float = _D
     return square
 
 
+@register_benchmark
 class GeneCISBenchmark(Benchmark):
     """GeneCIS Recall@{1,2,3} within each query's own gallery, for the four tasks.
 
@@ -99,35 +102,35 @@ class GeneCISBenchmark(Benchmark):
         annotations = self.data_dir / "genecis" if (self.data_dir / "genecis").is_dir() else self.data_dir
         self._queries: list[CIRQuery] = []
         for task in self.tasks:
-            entries = read_json(annotations / f"{task}.json", "genecis")
+            task_file = annotations / f"{task}.json"
+            entries = expect_list(read_json(task_file, "genecis"), task_file)
             needed = self.coco_dir if task.endswith("object") else self.vg_dir
             if not needed.is_dir():
                 raise FileNotFoundError(f"genecis: missing image folder {needed} needed by the {task} task.")
             for index, entry in enumerate(entries):
-                self._queries.append(self._parse(task, index, entry))
+                self._queries.append(self._parse(task, AnnotationEntry(entry, task_file, index)))
 
     @staticmethod
-    def _image_id(task: str, item: dict) -> str:
+    def _image_id(task: str, item: AnnotationEntry) -> str:
         if task.endswith("object"):
-            return f"coco:{int(item['val_image_id'])}"
-        box = ",".join(f"{float(value):g}" for value in item["instance_bbox"])
-        return f"vg:{item['image_id']}:{box}"
+            value = item.get("val_image_id")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{item.where}: '{item.parent}.val_image_id' must be a COCO image id (an integer).")
+            return f"coco:{value}"
+        image_id = relative_file_name(str(item.identifier("image_id")), f"{item.where}: '{item.parent}.image_id'")
+        if ":" in image_id or "/" in image_id:
+            raise ValueError(f"{item.where}: '{item.parent}.image_id' {image_id!r} is not a Visual Genome image id.")
+        box = ",".join(f"{value:g}" for value in item.numbers("instance_bbox", length=4))
+        return f"vg:{image_id}:{box}"
 
-    def _parse(self, task: str, index: int, entry: dict) -> CIRQuery:
-        missing = [key for key in ("reference", "target", "gallery", "condition") if key not in entry]
-        if missing:
-            raise ValueError(f"genecis: {task} entry {index} has no {', '.join(missing)}.")
-        try:
-            target = self._image_id(task, entry["target"])
-            gallery = [target] + [self._image_id(task, item) for item in entry["gallery"]]
-            reference = self._image_id(task, entry["reference"])
-        except (KeyError, TypeError, ValueError) as error:
-            expected = "val_image_id" if task.endswith("object") else "image_id and instance_bbox"
-            raise ValueError(f"genecis: {task} entry {index}: each image needs {expected} ({error!r}).") from error
+    def _parse(self, task: str, entry: AnnotationEntry) -> CIRQuery:
+        target = self._image_id(task, entry.mapping("target"))
+        gallery = [target] + [self._image_id(task, item) for item in entry.entries("gallery")]
+        reference = self._image_id(task, entry.mapping("reference"))
         return CIRQuery(
-            query_id=f"{task}/{index}",
+            query_id=f"{task}/{entry.index}",
             reference_id=reference,
-            texts=[entry["condition"]],
+            texts=[entry.string("condition")],
             target_ids=[target],
             gallery_ids=gallery,
             category=task,

@@ -1,4 +1,5 @@
-"""Writing evaluation results into a model folder's card (README.md) as a model-index block."""
+"""Writing evaluation results into a model folder's card (README.md): the model's own method into its model-index,
+baselines into a labelled table of the card's text (`hf_cir.hub.update_card_evaluation` does the card work)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard
 
+from ..hub import update_card_evaluation
+from ..retrieval.models import BASELINE_METHODS, detect_model_type
 from ..utils import atomic_file
 from .evaluate import EvaluationResult
 from .registry import get_benchmark_class
@@ -38,8 +41,12 @@ def _eval_results(result: EvaluationResult) -> list[EvalResult]:
     ]
 
 
-def update_model_card(model_dir: str | os.PathLike, results: Iterable[EvaluationResult]) -> Path:
-    """Merge evaluation results into `model_dir/README.md`'s model-index (created when the folder has no card).
+def update_model_card(
+    model_dir: str | os.PathLike, results: Iterable[EvaluationResult], model_method: str | None = None
+) -> Path:
+    """Merge evaluation results into `model_dir/README.md` (created when the folder has no card): the results of
+    the model's own method (`model_method`, default: the folder's model type, `"lincir"` or `"compodiff"`) into its
+    model-index; those of the baselines (image, text, sum) into a table of the card's text labelled as baselines.
 
     A result replaces an earlier one for the same benchmark, split, metric and method; other entries stay.
 
@@ -56,25 +63,23 @@ def update_model_card(model_dir: str | os.PathLike, results: Iterable[Evaluation
             f"`--update-model-card` needs a local model folder; {model_dir} is not one (for a Hub model, download it "
             "first, or edit the card on the Hub)."
         )
-    new = [entry for result in results for entry in _eval_results(result)]
-    if not new:
+    results = [result for result in results if result.metrics]
+    if not results:
         raise ValueError("No metric values to write into the model card (a test split has none: submit the files).")
+    if model_method is None:
+        model_method = detect_model_type(model_dir)
+    unknown = sorted({r.method for r in results} - {model_method, *BASELINE_METHODS})
+    if unknown:
+        raise ValueError(f"Results of {unknown} are neither this {model_method} model's nor a baseline's.")
+    own = [entry for r in results if r.method == model_method for entry in _eval_results(r)]
+    baselines = [entry for r in results if r.method != model_method for entry in _eval_results(r)]
     path = model_dir / "README.md"
     if path.is_file():
         card = ModelCard.load(path)
     else:
         header = f"---\ntags:\n- {TASK_TYPE}\n---\n"
         card = ModelCard(header + f"\n# {model_dir.name}\n\nEvaluation results written by `hf-cir evaluate`.\n")
-    data = card.data
-    if not data.model_name:
-        data.model_name = model_dir.resolve().name
-
-    def key(entry: EvalResult) -> tuple:
-        return entry.dataset_type, entry.dataset_split, entry.metric_type, entry.metric_name
-
-    replaced = {key(entry) for entry in new}
-    kept = [entry for entry in (data.eval_results or []) if key(entry) not in replaced]
-    data.eval_results = kept + new
+    card = update_card_evaluation(card, own, baselines, model_method=model_method, model_name=model_dir.resolve().name)
     content = str(card)
     with atomic_file(path, "w") as handle:
         handle.write(content)

@@ -1,22 +1,43 @@
-"""Benchmarks by name. Each entry is imported only when asked for, so a missing optional module breaks nothing else."""
+"""Benchmarks by name: each benchmark class registers itself with [`register_benchmark`] when its module is imported.
+
+`hf_cir.evaluation` imports CIRR, CIRCO, FashionIQ and GeneCIS; `hf_cir.toy` registers the toy benchmark (it lives
+with the toy world, a layer above evaluation). A benchmark of your own is one decorated class away.
+"""
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from .base import Benchmark
 
-__all__ = ["BENCHMARKS", "get_benchmark", "get_benchmark_class"]
+__all__ = ["BENCHMARKS", "get_benchmark", "get_benchmark_class", "register_benchmark"]
 
-# name -> "module:Class". `toy` is the procedural toy world (hf_cir.toy), which needs no data directory.
-BENCHMARKS: dict[str, str] = {
-    "cirr": "hf_cir.evaluation.cirr:CIRRBenchmark",
-    "circo": "hf_cir.evaluation.circo:CIRCOBenchmark",
-    "fashioniq": "hf_cir.evaluation.fashioniq:FashionIQBenchmark",
-    "genecis": "hf_cir.evaluation.genecis:GeneCISBenchmark",
-    "toy": "hf_cir.toy.benchmark:ToyBenchmark",
-}
+# name -> benchmark class, filled by `register_benchmark` as the benchmark modules are imported.
+BENCHMARKS: dict[str, type[Benchmark]] = {}
+
+
+def register_benchmark(cls: type[Benchmark]) -> type[Benchmark]:
+    """Class decorator: make `cls` available as `get_benchmark(cls.name)` and `hf-cir evaluate --benchmark NAME`.
+
+    Example:
+
+    ```python
+    >>> from hf_cir.evaluation import BENCHMARKS, Benchmark, register_benchmark
+    >>> @register_benchmark
+    ... class MyBenchmark(Benchmark):
+    ...     name = "my-benchmark"
+    >>> BENCHMARKS["my-benchmark"].__name__
+    'MyBenchmark'
+    >>> del BENCHMARKS["my-benchmark"]
+    ```
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Benchmark)) or not cls.name:
+        raise TypeError(f"register_benchmark takes a Benchmark subclass with a `name`, got {cls!r}.")
+    registered = BENCHMARKS.get(cls.name)
+    if registered is not None and registered.__qualname__ != cls.__qualname__:
+        raise ValueError(f"A benchmark named {cls.name!r} is already registered ({registered.__module__}).")
+    BENCHMARKS[cls.name] = cls
+    return cls
 
 
 def get_benchmark_class(name: str) -> type[Benchmark]:
@@ -31,15 +52,9 @@ def get_benchmark_class(name: str) -> type[Benchmark]:
     ```
     """
     if name not in BENCHMARKS:
-        raise ValueError(f"Unknown benchmark {name!r}; expected one of: {', '.join(BENCHMARKS)}.")
-    module_name, _, class_name = BENCHMARKS[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ImportError(
-            f"Benchmark {name!r} needs the module {module_name}, which cannot be imported: {error}"
-        ) from error
-    return getattr(module, class_name)
+        hint = " (the toy benchmark registers itself with `import hf_cir.toy`)" if name == "toy" else ""
+        raise ValueError(f"Unknown benchmark {name!r}; expected one of: {', '.join(sorted(BENCHMARKS))}{hint}.")
+    return BENCHMARKS[name]
 
 
 def get_benchmark(name: str, data_dir: str | os.PathLike | None = None, split: str = "val", **kwargs) -> Benchmark:
@@ -53,6 +68,6 @@ def get_benchmark(name: str, data_dir: str | os.PathLike | None = None, split: s
     ```
     """
     cls = get_benchmark_class(name)
-    if data_dir is None and name != "toy":
+    if data_dir is None and cls.needs_data_dir:
         raise ValueError(f"Benchmark {name!r} needs a data directory (--data-dir).")
     return cls(data_dir, split=split, **kwargs)

@@ -1,63 +1,143 @@
 # Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
 """
-Turn a saved [`CompoDiffPipeline`] folder into the Hub remote-code layout, which loads with
-`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` in a process that has no hf-cir installed.
+The Hub remote-code layout of saved folders, which load with `DiffusionPipeline.from_pretrained(folder,
+trust_remote_code=True)` or `AutoModel` / `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` in a
+process that has no hf-cir installed.
 
-The three module files are copied verbatim from this package: they import only torch, numpy, PIL, transformers,
-diffusers and the standard library, so the copy is the code (no second version to keep in sync). See
-pipelines/compodiff/README.md.
+The module files are copied verbatim from this package: they import only torch, numpy, PIL, transformers,
+diffusers and the standard library, so the copy is the code (no second version to keep in sync). Folders written
+by `CompoDiffPipeline.save_pretrained` already have the layout; [`make_remote_code_folder`] gives it to folders
+written before (and to LinCIR folders saved without `auto_map`). `hf-cir export` runs it from the command line.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from ..models.compodiff import modeling_compodiff
+from ..models.lincir import configuration_lincir, modeling_lincir, processing_lincir
 from ..pipelines.compodiff import pipeline_compodiff
+from ..pipelines.compodiff.pipeline_compodiff import PACKAGE_MODULES_KEY, PEER_LIBRARIES, add_remote_code
 from ..schedulers import scheduling_compodiff
 
-__all__ = ["REMOTE_CODE_FILES", "make_remote_code_folder"]
+__all__ = ["LINCIR_REMOTE_CODE", "REMOTE_CODE_MODULES", "make_remote_code_folder"]
 
-# (module, where the file goes in the Hub folder, the model_index.json entry it serves, class name)
-REMOTE_CODE_FILES = (
-    (pipeline_compodiff, "pipeline_compodiff.py", "_class_name", "CompoDiffPipeline"),
-    (modeling_compodiff, "prior/modeling_compodiff.py", "prior", "CompoDiffPriorTransformer"),
-    (scheduling_compodiff, "scheduler/scheduling_compodiff.py", "scheduler", "CompoDiffScheduler"),
+# Every module that a remote-code folder may carry: each must stay self-contained (tested).
+REMOTE_CODE_MODULES = (
+    pipeline_compodiff,
+    modeling_compodiff,
+    scheduling_compodiff,
+    configuration_lincir,
+    modeling_lincir,
+    processing_lincir,
 )
 
+# LinCIR: the files a remote-code folder carries and the `auto_map` entry of each JSON file that names them.
+LINCIR_REMOTE_CODE = {
+    "files": (configuration_lincir, modeling_lincir, processing_lincir),
+    "auto_map": {
+        "config.json": {
+            "AutoConfig": "configuration_lincir.LinCIRConfig",
+            "AutoModel": "modeling_lincir.LinCIRModel",
+        },
+        "processor_config.json": {"AutoProcessor": "processing_lincir.LinCIRProcessor"},
+    },
+}
 
-def make_remote_code_folder(folder: str | os.PathLike) -> Path:
+
+def make_remote_code_folder(folder: str | os.PathLike, link: bool = False) -> Path:
     """
-    Add the remote code to a folder written by `CompoDiffPipeline.save_pretrained` and point `model_index.json` at
-    it (`_class_name: ["pipeline_compodiff", "CompoDiffPipeline"]`, `prior: ["modeling_compodiff", ...]`, and the
-    scheduler likewise when it is a `CompoDiffScheduler`; a diffusers scheduler keeps its diffusers entry).
+    Give a saved CompoDiff or LinCIR folder the remote-code layout, in place.
+
+    With `link=True` the module files are relative symbolic links to this package's files instead of copies: for
+    folders shipped inside the package (the toy checkpoints), whose code then cannot differ from the package's
+    (a wheel stores the linked files' contents).
+
+    - CompoDiff (`model_index.json`): the pipeline, prior and scheduler module files are copied and
+      `model_index.json` names them (`_class_name: ["pipeline_compodiff", "CompoDiffPipeline"]`, `prior:
+      ["modeling_compodiff", "CompoDiffPriorTransformer"]`, ...), exactly as `CompoDiffPipeline.save_pretrained`
+      writes it; a diffusers scheduler keeps its diffusers entry. Folders that record the package's module paths
+      (`["hf_cir.models.compodiff.modeling_compodiff", ...]`, the layout before remote code) are converted.
+    - LinCIR (`config.json` with `model_type: lincir`): the configuration, modeling and processing files are
+      copied and `auto_map` entries added to `config.json` and `processor_config.json`.
 
     Example:
 
     ```python
+    >>> import json, shutil, tempfile
     >>> from hf_cir.hub import make_remote_code_folder
-    >>> pipe.save_pretrained("compodiff-hub")  # doctest: +SKIP
-    >>> make_remote_code_folder("compodiff-hub")  # doctest: +SKIP
-    >>> # then, anywhere: DiffusionPipeline.from_pretrained("compodiff-hub", trust_remote_code=True)
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> folder = shutil.copytree(toy_checkpoint("lincir"), tempfile.mkdtemp() + "/lincir")
+    >>> _ = make_remote_code_folder(folder)
+    >>> json.load(open(f"{folder}/config.json"))["auto_map"]["AutoModel"]
+    'modeling_lincir.LinCIRModel'
+
     ```
     """
     folder = Path(folder)
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a saved pipeline folder: no model_index.json.")
-    index = json.loads(index_path.read_text())
-    if index.get("_class_name") not in ("CompoDiffPipeline", ["pipeline_compodiff", "CompoDiffPipeline"]):
-        raise ValueError(f"{folder} holds a {index.get('_class_name')!r}, not a CompoDiffPipeline.")
-    for module, relative_path, entry, class_name in REMOTE_CODE_FILES:
-        if entry != "_class_name" and (not isinstance(index.get(entry), list) or index[entry][1] != class_name):
-            continue  # e.g. a DDIMScheduler: diffusers loads it itself
-        target = folder / relative_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(module.__file__, target)
-        stem = Path(relative_path).stem
-        index[entry] = [stem, class_name]
-    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    if (folder / "model_index.json").is_file():
+        _make_compodiff_remote_code(folder)
+    elif (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get(
+        "model_type"
+    ) == "lincir":
+        _make_lincir_remote_code(folder)
+    else:
+        raise FileNotFoundError(
+            f"{folder} is neither a saved CompoDiff pipeline (model_index.json) nor a LinCIR model (config.json with "
+            "model_type 'lincir')."
+        )
+    if link:
+        _link_to_package(folder)
+    return folder
+
+
+def _link_to_package(folder: Path) -> None:
+    """Replace each module copy in `folder` by a relative symbolic link to the package file it copies."""
+    sources = {Path(module.__file__).name: Path(module.__file__).resolve() for module in REMOTE_CODE_MODULES}
+    for path in folder.rglob("*.py"):
+        source = sources.get(path.name)
+        if source is None or path.resolve() == source:
+            continue
+        if path.read_bytes() != source.read_bytes():
+            raise ValueError(f"{path} is not a copy of {source}; refusing to replace it with a link.")
+        path.unlink()
+        path.symlink_to(os.path.relpath(source, path.parent))
+
+
+def _make_compodiff_remote_code(folder: Path) -> Path:
+    index = json.loads((folder / "model_index.json").read_text())
+    class_name = index.get("_class_name")
+    if class_name not in ("CompoDiffPipeline", ["pipeline_compodiff", "CompoDiffPipeline"]):
+        raise ValueError(f"{folder} holds a {class_name!r}, not a CompoDiffPipeline.")
+    recorded = index.get(PACKAGE_MODULES_KEY, {})
+    classes = {"_class_name": pipeline_compodiff.CompoDiffPipeline}
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] in (*PEER_LIBRARIES, None):
+            continue
+        module = recorded.get(name, entry[0])
+        if module.split(".")[0] != "hf_cir":
+            raise ValueError(
+                f"{folder}/model_index.json: component {name!r} is {entry}, which is not an hf-cir class; only "
+                "hf-cir's own classes can be exported."
+            )
+        classes[name] = getattr(importlib.import_module(module), entry[1])
+    return add_remote_code(folder, classes)
+
+
+def _make_lincir_remote_code(folder: Path) -> Path:
+    for module in LINCIR_REMOTE_CODE["files"]:
+        shutil.copyfile(module.__file__, folder / Path(module.__file__).name)
+    for file_name, auto_map in LINCIR_REMOTE_CODE["auto_map"].items():
+        path = folder / file_name
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a complete LinCIR folder: no {file_name}.")
+        config = json.loads(path.read_text())
+        config["auto_map"] = {**config.get("auto_map", {}), **auto_map}
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
     return folder

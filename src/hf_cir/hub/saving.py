@@ -17,9 +17,38 @@ from huggingface_hub import HfApi, ModelCard
 
 from ..models.lincir import LinCIRModel
 from ..pipelines.compodiff import CompoDiffPipeline
+from ..utils.io import ArtefactKind
 from .model_cards import create_compodiff_model_card, create_lincir_model_card
 
-__all__ = ["push_to_hub", "save_pretrained"]
+__all__ = ["COMPODIFF_FOLDER", "LINCIR_FOLDER", "push_to_hub", "save_pretrained"]
+
+# What the folders written here hold, so that `overwrite` replaces only such a folder (`hf_cir.utils.io`).
+LINCIR_FOLDER = ArtefactKind(
+    "LinCIR model folder",
+    "config.json",
+    lambda config: config.get("model_type") == "lincir",
+    entries=(
+        "*.safetensors",
+        "*.safetensors.index.json",
+        "*_config.json",
+        "tokenizer.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.*",
+        "README.md",
+        "*.py",
+        "training_*.json",
+    ),
+)
+COMPODIFF_FOLDER = ArtefactKind(
+    "CompoDiff pipeline folder",
+    "model_index.json",
+    lambda index: index.get("_class_name") == "CompoDiffPipeline",
+    entries=("README.md", "*.py", "training_*.json"),
+    named_entries=lambda index: [name for name in index if not name.startswith("_")],
+)
 
 
 def _create_card(model, **card_kwargs) -> ModelCard:

@@ -1,39 +1,38 @@
 """Retrieval with composed queries: one interface for every model and method, gallery indexes, contact sheets.
 
-The exact and approximate nearest-neighbour search itself lives in `hf_cir.retrieval.search`.
+The exact and approximate nearest-neighbour search itself lives in `hf_cir.retrieval.search` (and, compressed for
+large galleries, `hf_cir.retrieval.compressed`); gallery inputs in `sources`, the sharded multi-process embedding
+engine in `engine`, the index format v2 in `storage`.
 """
 
-from .embeddings import EmbeddingResult, embed_images
-from .grid import make_contact_sheet, save_contact_sheet
-from .index import GalleryIndex, SearchHit, list_image_files
-from .models import (
-    BASELINE_METHODS,
-    METHODS,
-    CompoDiffRetrievalModel,
-    LinCIRRetrievalModel,
-    RetrievalModel,
-    default_device,
-    detect_model_type,
-    load_retrieval_model,
-)
-from .search import ExactIndex, FaissIndex
+from ..utils.lazy import lazy_exports
 
-__all__ = [
-    "BASELINE_METHODS",
-    "METHODS",
-    "CompoDiffRetrievalModel",
-    "EmbeddingResult",
-    "ExactIndex",
-    "FaissIndex",
-    "GalleryIndex",
-    "LinCIRRetrievalModel",
-    "RetrievalModel",
-    "SearchHit",
-    "default_device",
-    "detect_model_type",
-    "embed_images",
-    "list_image_files",
-    "load_retrieval_model",
-    "make_contact_sheet",
-    "save_contact_sheet",
-]
+_EXPORTS = {
+    "EmbeddingResult": ".embeddings",
+    "embed_images": ".embeddings",
+    "make_contact_sheet": ".grid",
+    "save_contact_sheet": ".grid",
+    "GalleryIndex": ".index",
+    "SearchHit": ".index",
+    "list_image_files": ".sources",
+    "BASELINE_METHODS": ".methods",
+    "METHODS": ".methods",
+    "REFERENCE_IMAGE_METHODS": ".methods",
+    "TEXTUAL_INVERSION_METHODS": ".methods",
+    "CompoDiffRetrievalModel": ".models",
+    "LinCIRRetrievalModel": ".models",
+    "RetrievalModel": ".models",
+    "default_device": ".models",
+    "detect_model_type": ".models",
+    "detect_own_method": ".models",
+    "load_retrieval_model": ".models",
+    "ExactIndex": ".search",
+    "FaissIndex": ".search",
+    "DatasetSource": ".sources",
+    "GallerySource": ".sources",
+    "ImageFolderSource": ".sources",
+    "WebDatasetSource": ".sources",
+    "load_image_dataset": ".sources",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

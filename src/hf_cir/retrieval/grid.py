@@ -90,7 +90,7 @@ def make_contact_sheet(
         cell(0, row, _open(query_image), f"Q: {query_text}", background=_QUERY_BACKGROUND)
         for column, hit in enumerate(hits, start=1):
             if hasattr(hit, "score"):
-                image, label = hit.absolute_path or hit.path, f"#{hit.rank} {hit.score:.3f} {Path(hit.path).name}"
+                image, label = hit.absolute_path or None, f"#{hit.rank} {hit.score:.3f} {Path(hit.path).name}"
             else:
                 image, label = hit
             cell(column, row, _open(image), str(label))

@@ -1,14 +1,13 @@
 """A searchable index of your own images: build it once with a model, query it with composed queries.
 
-An index is a folder::
+An index is a folder in the index format v2 (`hf_cir.retrieval.storage`): float16 or float32 embedding shards,
+Parquet metadata (ids, paths, captions, ...), a small `manifest.json`, and optionally a faiss index (flat, IVF,
+HNSW, or the compressed IVF-PQ of `hf_cir.retrieval.compressed`). Folders of format 1 (`index.json` +
+`embeddings.safetensors`) still load, and `GalleryIndex.upgrade` converts them.
 
-    INDEX/
-        index.json               # format, model, embedding size, image root, relative paths, skipped files
-        embeddings.safetensors   # "embeddings": [N, D] float32, unnormalised, row i = paths[i]
-        faiss.index              # optional approximate index (flat, IVF or HNSW), see `hf_cir.retrieval.search`
-
-It is written atomically (a reader sees the old index or the new one, never half of one). While it is being built,
-finished chunks are kept in `INDEX.partial/`, so an interrupted build resumes without recomputing them.
+It appears atomically (a reader sees the old index or the new one, never half of one). While it is being built,
+finished shards are kept in `INDEX.partial/`, so an interrupted build (any of its processes) resumes without
+recomputing them; see `hf_cir.retrieval.engine`.
 """
 
 from __future__ import annotations
@@ -16,29 +15,58 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..utils import IMAGE_EXTENSIONS, atomic_directory, load_image
-from .embeddings import embed_images
+from ..utils import atomic_directory
+from ..utils.io import ArtefactKind, check_replaceable
+from .engine import BUILD_NAME, build_index_folder
 from .models import RetrievalModel
 from .search import ExactIndex, FaissIndex
+from .sources import GallerySource, as_gallery_source, list_image_files  # noqa: F401  (public here too)
+from .storage import MANIFEST_NAME, ShardedEmbeddings, ShardedMetadata, read_manifest, write_shard
+from .validation import check_embedding_matrix, check_index_metadata, check_stored_paths, resolve_inside
 
-__all__ = ["GalleryIndex", "SearchHit", "list_image_files"]
+__all__ = ["INDEX_FOLDER", "GalleryIndex", "SearchHit", "list_image_files"]
 
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "hf-cir-index"
-INDEX_VERSION = 1
-FAISS_KINDS = ("flat", "ivf", "hnsw")
+INDEX_VERSION = 2
+FAISS_KINDS = ("flat", "ivf", "hnsw", "ivf-pq", "auto")
+# Up to this many bytes of stored embeddings, exact search loads them into RAM (faster); beyond, it scans the
+# memory-mapped shards block by block.
+IN_RAM_EXACT_BYTES = 2 << 30
+# An index folder of format 1 as hf-cir 0.1 wrote it: `--overwrite` replaces only such a folder (or a v2 one).
+INDEX_FOLDER = ArtefactKind(
+    "hf-cir index",
+    "index.json",
+    lambda info: info.get("format") == INDEX_FORMAT,
+    entries=("embeddings.safetensors", "faiss.index"),
+)
+INDEX_FOLDER_V2 = ArtefactKind(
+    "hf-cir index",
+    MANIFEST_NAME,
+    lambda info: info.get("format") == INDEX_FORMAT,
+    entries=("embeddings", "metadata", "skipped.parquet", "faiss.index", "faiss.json"),
+)
+# A build's resumable shards (`INDEX.partial/`), removed when the build completes (format 1: shard files only).
+PARTIAL_FOLDER = ArtefactKind(
+    "unfinished hf-cir index build", None, lambda _: True, entries=("shard-*.safetensors", ".shard-*.tmp")
+)
+PARTIAL_FOLDER_V2 = ArtefactKind(
+    "unfinished hf-cir index build",
+    BUILD_NAME,
+    lambda info: isinstance(info, dict) and "fingerprint" in info,
+    entries=("embeddings", "metadata", "units", "skipped.parquet", "faiss*", "manifest.json"),
+)
 
 
 @dataclass
@@ -49,43 +77,16 @@ class SearchHit:
     score: float
     rank: int
     absolute_path: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "path": self.path, "absolute_path": self.absolute_path, "score": self.score}
-
-
-def list_image_files(root: str | os.PathLike, exclude: tuple[Path, ...] = ()) -> tuple[list[str], dict[str, str]]:
-    """All files under `root` (recursively, sorted): image candidates, and `{path: reason}` of files that are not.
-
-    Files whose extension is not an image extension are reported as non-images; 0-byte files as empty. Whether an
-    image file can really be decoded is found out when it is embedded.
-
-    Example:
-
-    ```python
-    >>> from hf_cir.retrieval import list_image_files
-    >>> images, others = list_image_files("photos/")  # doctest: +SKIP
-    ```
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"`images`: {root} is not a folder.")
-    excluded = {path.resolve() for path in exclude}
-    candidates: list[str] = []
-    others: dict[str, str] = {}
-    for directory, subdirectories, files in os.walk(root):
-        directory_path = Path(directory)
-        subdirectories[:] = sorted(d for d in subdirectories if (directory_path / d).resolve() not in excluded)
-        for name in sorted(files):
-            path = directory_path / name
-            relative = path.relative_to(root).as_posix()
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                others[relative] = "not an image file (unknown extension)"
-            elif path.stat().st_size == 0:
-                others[relative] = "empty file (0 bytes)"
-            else:
-                candidates.append(relative)
-    return sorted(candidates), {path: others[path] for path in sorted(others)}
+        return {
+            "rank": self.rank,
+            "path": self.path,
+            "absolute_path": self.absolute_path,
+            "score": self.score,
+            "metadata": self.metadata,
+        }
 
 
 class GalleryIndex:
@@ -114,24 +115,91 @@ class GalleryIndex:
     ):
         if embeddings.ndim != 2 or embeddings.shape[0] != len(paths):
             raise ValueError(f"{len(paths)} paths for embeddings of shape {tuple(embeddings.shape)}.")
-        self.paths = list(paths)
-        self.embeddings = embeddings.float()
+        self._paths = list(paths)
+        self._embeddings = embeddings.float()
+        self._normalized_rows = None
         self.root = Path(root)
         self.info = dict(info)
         self.skipped = dict(skipped or {})
         self.location = location
-        self._normalized = F.normalize(self.embeddings, dim=-1)
+        self._table: ShardedEmbeddings | None = None  # format v2: the memory-mapped shards
+        self._metadata: ShardedMetadata | None = None
         self._backend = None
         self._exact = None
         # How many images the build that made this object embedded (the rest came from a resumed partial build).
         self.computed = 0
 
+    @classmethod
+    def _from_folder(cls, folder: Path, manifest: dict[str, Any]) -> GalleryIndex:
+        """An index over a v2 folder: nothing is read until asked for."""
+        import pyarrow.parquet as pq
+
+        self = cls.__new__(cls)
+        self._table = ShardedEmbeddings.open(folder, manifest["num_shards"])
+        if len(self._table) != manifest["count"] or (
+            len(self._table) and self._table.dim != manifest["embedding_dim"]
+        ):
+            raise ValueError(
+                f"`index`: {folder} is corrupt: shards hold {len(self._table)} x {self._table.dim} embeddings, the "
+                f"manifest says {manifest['count']} x {manifest['embedding_dim']}."
+            )
+        self._metadata = ShardedMetadata(folder, self._table)
+        self._paths = self._embeddings = self._normalized_rows = None
+        self.root = Path(manifest["root"]) if manifest.get("root") else folder
+        self.info = dict(manifest)
+        skipped_file = folder / "skipped.parquet"
+        skipped = pq.read_table(skipped_file).to_pydict() if skipped_file.is_file() else {"id": [], "reason": []}
+        self.skipped = dict(zip(skipped["id"], skipped["reason"]))
+        self.location = folder
+        self._backend = self._exact = None
+        self.computed = 0
+        return self
+
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self._table) if self._table is not None else len(self._paths)
+
+    @property
+    def paths(self) -> list[str]:
+        """The stored id of every row (for an image folder: its path relative to `root`), in row order."""
+        if self._paths is None:
+            self._paths = self._metadata.column("id")
+        return self._paths
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """Every stored image embedding, unnormalised float32 `[N, D]` (loads the whole table: see `get_embeddings`)."""
+        if self._embeddings is None:
+            self._embeddings = self.get_embeddings(range(len(self)))
+        return self._embeddings
+
+    def get_embeddings(self, rows) -> torch.Tensor:
+        """The unnormalised float32 embeddings `[len(rows), D]` of row numbers `rows` (read from disk for v2)."""
+        rows = list(rows)
+        if self._table is None:
+            return self._embeddings[rows]
+        norms = torch.tensor([row["norm"] for row in self._metadata.rows(rows)], dtype=torch.float32)
+        return self._table.rows(rows) * norms[:, None]
+
+    def metadata(self, rows) -> list[dict[str, Any]]:
+        """The metadata rows (id, path, caption, url, ... as the source had them) of row numbers `rows`."""
+        rows = list(rows)
+        if self._metadata is None:
+            return [{"id": self._paths[row], "path": self._paths[row]} for row in rows]
+        return [{k: v for k, v in row.items() if k != "norm"} for row in self._metadata.rows(rows)]
+
+    @property
+    def _normalized(self) -> torch.Tensor:
+        if self._normalized_rows is None:
+            self._normalized_rows = (
+                F.normalize(self._embeddings, dim=-1) if self._table is None else self._table.to_tensor()
+            )
+        return self._normalized_rows
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.info.get("embedding_dim", self.embeddings.shape[1]))
+        return int(
+            self.info.get("embedding_dim", self._table.dim if self._table is not None else self._embeddings.shape[1])
+        )
 
     # -- building --------------------------------------------------------------------------------------------------
 
@@ -139,93 +207,171 @@ class GalleryIndex:
     def build(
         cls,
         model: RetrievalModel,
-        images: str | os.PathLike,
+        source: str | os.PathLike | GallerySource | Any,
         output: str | os.PathLike,
         batch_size: int = 32,
-        save_every: int = 256,
+        save_every: int = 4096,
         show_progress: bool = True,
         faiss: str | None = None,
         overwrite: bool = False,
         faiss_kwargs: dict[str, Any] | None = None,
+        num_workers: int = 0,
+        dtype: str = "float32",
+        memory_budget: int | str | None = None,
+        **source_kwargs,
     ) -> GalleryIndex:
-        """Embed every readable image under `images` (recursively) and save the index to `output`.
+        """Embed every readable image of `source` and save the index to `output` (format v2).
 
-        Unreadable, non-image and empty files are skipped; a warning lists them and `index.skipped` keeps them.
-        Finished chunks of `save_every` images are kept in `output.partial/` until the index is complete, so running
-        the same command again after an interruption only embeds the images that are missing.
+        Unreadable, non-image and empty inputs are skipped; a warning lists them and `index.skipped` keeps them.
+        Finished shards of `save_every` images are kept in `output.partial/` until the index is complete, so running
+        the same command again after an interruption only embeds the images that are missing. Under
+        `accelerate launch` every process runs this same call and embeds its own shards (see
+        `hf_cir.retrieval.engine`); every process returns the finished index.
 
         Args:
             model: The model that embeds the images (and later the queries).
-            images: The image folder.
+            source: An image folder, a `datasets.Dataset` (or `DatasetDict`) with an image column, or a
+                `GallerySource` (`DatasetSource` for data files / saved datasets / Hub ids, `WebDatasetSource`
+                for tar shards).
             output: The index folder to write.
             batch_size: Images per encoder call.
-            save_every: Images per resumable chunk.
+            save_every: Images per resumable shard (a webdataset shard is one tar).
             show_progress: Show a progress bar.
-            faiss: Also build a faiss index: `"flat"`, `"ivf"` or `"hnsw"`.
+            faiss: Also build a faiss index: `"flat"`, `"ivf"`, `"hnsw"`, `"ivf-pq"` (compressed, re-ranked
+                exactly) or `"auto"` (exact search up to 100k images, else `"ivf-pq"`).
             overwrite: Replace an existing index at `output`.
-            faiss_kwargs: Extra arguments of the faiss index.
+            faiss_kwargs: Extra arguments of the faiss index (`"ivf-pq"`: `m`, the PQ sub-quantisers).
+            num_workers: DataLoader workers that open and preprocess the images.
+            dtype: Storage dtype of the embeddings, `"float32"` or `"float16"`.
+            memory_budget: Bytes (or `"4GB"`) the `"ivf-pq"` index may take in memory; sets its code size.
+            source_kwargs: Options of the dataset source (`image_column`, `id_column`, `metadata_columns`, `split`).
         """
-        images = Path(images)
         output = Path(output)
         if faiss is not None and faiss not in FAISS_KINDS:
             raise ValueError(f"Unknown faiss index kind {faiss!r}; expected one of {', '.join(FAISS_KINDS)}.")
+        partial = output.with_name(output.name + ".partial")
+        protected = {}
+        if isinstance(source, (str, os.PathLike)) and not source_kwargs:
+            if not Path(source).is_dir():
+                raise FileNotFoundError(f"`images`: {source} is not a folder.")
+            protected = {"`images`": Path(source)}
         if output.exists() and not overwrite:
             raise FileExistsError(
                 f"`output`: {output} already exists; pass overwrite=True (--overwrite) to replace it."
             )
-        partial = output.with_name(output.name + ".partial")
-        candidates, others = list_image_files(images, exclude=(output, partial))
-        fingerprint = model.gallery_fingerprint()
-        result = embed_images(
-            model.encode_images,
-            candidates,
-            lambda path: load_image(images / path, name=path),
-            work_dir=partial,
-            fingerprint=fingerprint,
+        # Before any work: refuse a folder that is not ours.
+        check_replaceable(output, INDEX_FOLDER_V2 if (output / MANIFEST_NAME).exists() else INDEX_FOLDER, protected)
+        _check_partial_folder(partial, protected)
+        if isinstance(source, (str, os.PathLike)) and not source_kwargs:
+            source_kwargs = {"exclude": (output, partial)}
+        gallery = as_gallery_source(source, **source_kwargs)
+        computed, skipped = build_index_folder(
+            model,
+            gallery,
+            output,
+            unit_size=save_every,
             batch_size=batch_size,
-            save_every=save_every,
+            num_workers=num_workers,
+            dtype=dtype,
+            faiss=faiss,
+            memory_budget=memory_budget,
+            faiss_kwargs=faiss_kwargs,
             show_progress=show_progress,
-            description=f"Indexing {images}",
+            description=f"Indexing {gallery.describe().get('root') or gallery.kind}",
         )
-        skipped = {**others, **result.skipped}
-        skipped = {path: skipped[path] for path in sorted(skipped)}
         if skipped:
-            listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped.items())
-            warnings.warn(f"Skipped {len(skipped)} file(s) that are not readable images:\n{listing}", stacklevel=2)
-        if not result.ids:
-            raise ValueError(f"`images`: no readable image under {images}.")
-        info = {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "model": model.name_or_path,
-            "model_type": model.model_type,
-            "embedding_dim": model.embedding_dim,
-            "fingerprint": fingerprint,
-            "root": str(images.resolve()),
-            "count": len(result.ids),
-            "faiss": faiss,
-        }
-        index = cls(result.ids, result.embeddings, images.resolve(), info, skipped)
-        index.save(output, overwrite=overwrite, faiss_kwargs=faiss_kwargs)
-        shutil.rmtree(partial, ignore_errors=True)
-        index.computed = result.computed
+            listing = "\n".join(f"  {path}: {reason}" for path, reason in list(skipped.items())[:100])
+            more = f"\n  ... and {len(skipped) - 100} more" if len(skipped) > 100 else ""
+            warnings.warn(
+                f"Skipped {len(skipped)} file(s) that are not readable images:\n{listing}{more}", stacklevel=2
+            )
+        index = cls.load(output)
+        index.computed = computed
         return index
 
     def save(
-        self, path: str | os.PathLike, overwrite: bool = False, faiss_kwargs: dict[str, Any] | None = None
+        self,
+        path: str | os.PathLike,
+        overwrite: bool = False,
+        dtype: str = "float32",
+        shard_size: int = 4096,
+        faiss_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Write the index folder atomically."""
+        """Write the index folder (format v2) atomically; a faiss index of a kind in `info["faiss"]` is rebuilt."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .storage import write_manifest
+
         path = Path(path)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            save_file({"embeddings": self.embeddings.contiguous()}, str(tmp / "embeddings.safetensors"))
-            info = dict(self.info, paths=self.paths, skipped=self.skipped)
-            (tmp / "index.json").write_text(json.dumps(info, indent=1))
+        with atomic_directory(
+            path,
+            overwrite=overwrite,
+            kind=INDEX_FOLDER_V2 if (path / MANIFEST_NAME).exists() else INDEX_FOLDER,
+            protected={"image root": self.root},
+        ) as tmp:
+            ids = self.paths
+            count = len(ids)
+            for number, start in enumerate(range(0, count, shard_size)):
+                rows = range(start, min(start + shard_size, count))
+                embeddings = self.get_embeddings(rows)
+                norms = embeddings.norm(dim=-1)
+                metadata = self.metadata(rows)
+                table = pa.table(
+                    {
+                        "id": [ids[row] for row in rows],
+                        "norm": norms.numpy(),
+                        "path": [row.get("path") for row in metadata],
+                    }
+                )
+                write_shard(tmp, number, F.normalize(embeddings, dim=-1).numpy(), table, dtype)
+            with open(tmp / "skipped.parquet", "wb") as handle:
+                pq.write_table(pa.table({"id": list(self.skipped), "reason": list(self.skipped.values())}), handle)
             kind = self.info.get("faiss")
-            if kind:
-                backend = FaissIndex(self._normalized, kind=kind, **(faiss_kwargs or {}))
-                backend.save(tmp / "faiss.index")
-                self._backend = backend
+            kind = kind.get("kind") if isinstance(kind, dict) else kind
+            faiss_info = None
+            if kind in ("flat", "ivf", "hnsw"):
+                FaissIndex(self._normalized, kind=kind, **(faiss_kwargs or {})).save(tmp / "faiss.index")
+                faiss_info = {"kind": kind, "file": "faiss.index"}
+            elif kind:
+                from .compressed import CompressedIndex, plan_compressed_index
+
+                plan = plan_compressed_index(count, self.embedding_dim, **(faiss_kwargs or {}))
+                compressed = CompressedIndex.build(self._normalized, plan)
+                compressed.save(tmp / "faiss.index")
+                faiss_info = {"kind": kind, "file": "faiss.index"}
+            manifest = {
+                key: value for key, value in self.info.items() if key not in ("paths", "skipped", "num_shards")
+            }
+            manifest.update(
+                format=INDEX_FORMAT,
+                version=INDEX_VERSION,
+                embedding_dim=self.embedding_dim,
+                dtype=dtype,
+                count=count,
+                num_shards=-(-count // shard_size),
+                root=str(self.root),
+                faiss=faiss_info,
+            )
+            write_manifest(tmp, manifest)
         self.location = path
+
+    @classmethod
+    def upgrade(cls, path: str | os.PathLike, dtype: str = "float32") -> GalleryIndex:
+        """Convert an index folder of format 1 in place to format v2 (atomically); a v2 folder is left as it is.
+
+        Example:
+
+        ```python
+        >>> from hf_cir.retrieval import GalleryIndex
+        >>> GalleryIndex.upgrade("photos.index").info["version"]  # doctest: +SKIP
+        2
+        ```
+        """
+        index = cls.load(path)
+        if index._table is None:
+            index.save(path, overwrite=True, dtype=dtype)
+        return cls.load(path)
 
     # -- loading ---------------------------------------------------------------------------------------------------
 
@@ -249,35 +395,32 @@ class GalleryIndex:
                 else ""
             )
             raise FileNotFoundError(f"`index`: {path} does not exist or is not a folder{hint}.")
+        if (path / MANIFEST_NAME).is_file():
+            return cls._load_v2(path)
+        if not (path / "index.json").is_file():
+            raise FileNotFoundError(
+                f"`index`: {path} is not an hf-cir index (missing {MANIFEST_NAME}, or index.json of format 1)."
+            )
         for name in ("index.json", "embeddings.safetensors"):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"`index`: {path} is not an hf-cir index (missing {name}).")
+        source = f"`index`: {path / 'index.json'}"
         try:
-            info = json.loads((path / "index.json").read_text())
+            info = json.loads((path / "index.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"`index`: {path / 'index.json'} is corrupt ({error}).") from error
-        if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT:
-            raise ValueError(f"`index`: {path / 'index.json'} is not an hf-cir index file (format {INDEX_FORMAT!r}).")
-        if info.get("version", 0) > INDEX_VERSION:
-            raise ValueError(
-                f"`index`: {path} has format version {info['version']}; this hf-cir reads up to {INDEX_VERSION}."
-            )
-        try:
-            embeddings = load_file(str(path / "embeddings.safetensors"))["embeddings"]
-        except (SafetensorError, OSError, KeyError) as error:
-            raise ValueError(f"`index`: {path / 'embeddings.safetensors'} is corrupt ({error}).") from error
-        paths = info.pop("paths", None)
+            raise ValueError(f"{source} is corrupt ({error}).") from error
+        info = check_index_metadata(
+            info, source, INDEX_FORMAT, versions=(1,), required=("root", "embedding_dim", "paths")
+        )
+        paths = check_stored_paths(info.pop("paths"), source)
         skipped = info.pop("skipped", {})
-        if not isinstance(paths, list) or embeddings.ndim != 2 or embeddings.shape[0] != len(paths):
-            raise ValueError(
-                f"`index`: {path} is corrupt: {len(paths) if isinstance(paths, list) else 'no'} paths for embeddings "
-                f"of shape {tuple(embeddings.shape)}."
-            )
-        if embeddings.shape[1] != info.get("embedding_dim"):
-            raise ValueError(
-                f"`index`: {path} is corrupt: embeddings of size {embeddings.shape[1]}, index.json says {info.get('embedding_dim')}."
-            )
-        index = cls(paths, embeddings, info.get("root", ""), info, skipped, location=path)
+        embeddings_file = path / "embeddings.safetensors"
+        try:
+            embeddings = load_file(str(embeddings_file))["embeddings"]
+        except (SafetensorError, OSError, KeyError) as error:
+            raise ValueError(f"`index`: {embeddings_file} is corrupt ({error}).") from error
+        check_embedding_matrix(embeddings, f"`index`: {embeddings_file}", rows=len(paths), dim=info["embedding_dim"])
+        index = cls(paths, embeddings, info["root"], info, skipped, location=path)
         if info.get("faiss"):
             faiss_path = path / "faiss.index"
             if not faiss_path.exists():
@@ -285,10 +428,33 @@ class GalleryIndex:
             index._backend = FaissIndex.load(faiss_path)
         return index
 
+    @classmethod
+    def _load_v2(cls, path: Path) -> GalleryIndex:
+        manifest = read_manifest(path)
+        index = cls._from_folder(path, manifest)
+        faiss_info = manifest.get("faiss")
+        if faiss_info:
+            faiss_path = path / faiss_info["file"]
+            if not faiss_path.is_file():
+                raise FileNotFoundError(
+                    f"`index`: {path} says it has a faiss index but {faiss_info['file']} is missing."
+                )
+            if faiss_info["kind"] == "ivf-pq":
+                from .compressed import CompressedIndex
+
+                index._backend = CompressedIndex.load(faiss_path, index._table)
+            else:
+                index._backend = FaissIndex.load(faiss_path)
+        return index
+
     # -- searching -------------------------------------------------------------------------------------------------
 
-    def check_model(self, model: RetrievalModel) -> None:
-        """Raise if `model` embeds into another space than the index was built with (warn on another model)."""
+    def check_model(self, model: RetrievalModel, allow_other_model: bool = False) -> None:
+        """Raise if `model` embeds into another space than the index was built with.
+
+        An index built by another gallery encoder (another fingerprint) of the same size is an error too, unless
+        `allow_other_model=True` (then a warning): its scores would compare embeddings of two different models.
+        """
         if model.embedding_dim != self.embedding_dim:
             raise ValueError(
                 f"The index {self.location or ''} holds {self.embedding_dim}-d embeddings from {self.info.get('model')}, "
@@ -296,18 +462,48 @@ class GalleryIndex:
                 "model that built it, or rebuild the index with this model."
             )
         if self.info.get("fingerprint") and self.info["fingerprint"] != model.gallery_fingerprint():
-            logger.warning(
-                f"The index was built with {self.info.get('model')}, whose image embeddings differ from "
-                f"{model.name_or_path}'s; results compare embeddings from two different models."
+            message = (
+                f"The index {self.location or ''} was built with {self.info.get('model')}, whose image encoder "
+                f"differs from {model.name_or_path}'s: scores would compare embeddings of two different models"
             )
+            if not allow_other_model:
+                raise ValueError(
+                    f"{message}. Query it with the model that built it, rebuild it with this model, or pass "
+                    "allow_other_model=True (--allow-other-model) to search anyway."
+                )
+            logger.warning(message + ".")
 
-    def search(self, query_embeds: torch.Tensor, k: int = 10, exact: bool | None = None) -> list[list[SearchHit]]:
+    def image_file(self, path: str) -> Path:
+        """The file of the stored image `path`, resolved; an error if it is not inside the index's image root."""
+        return resolve_inside(self.root, path, f"`index`: {self.location or 'index'} entry {path!r}")
+
+    def find(self, file: str | os.PathLike) -> str | None:
+        """The stored path of `file` when it is an image of this index (same file under the image root), else `None`."""
+        try:
+            relative = Path(file).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return None
+        return relative if relative in self._positions() else None
+
+    def _positions(self) -> dict[str, int]:
+        if getattr(self, "_position_of", None) is None:
+            self._position_of = {image: row for row, image in enumerate(self.paths)}
+        return self._position_of
+
+    def search(
+        self,
+        query_embeds: torch.Tensor,
+        k: int = 10,
+        exact: bool | None = None,
+        exclude: list[str | None] | None = None,
+    ) -> list[list[SearchHit]]:
         """Top-`k` images for each query embedding `[B, D]`, by cosine similarity, best first.
 
         Args:
             query_embeds: Unnormalised query embeddings.
             k: How many results per query.
             exact: Force exact search even when the index has a faiss index (default: use faiss when present).
+            exclude: Per query, a stored path to leave out of its results (its reference image, say), or `None`.
         """
         if k < 1:
             raise ValueError(f"`top_k` must be at least 1, got {k}.")
@@ -317,23 +513,58 @@ class GalleryIndex:
             raise ValueError(
                 f"Query embeddings have size {query_embeds.shape[-1]}, the index holds {self.embedding_dim}-d embeddings."
             )
+        if not bool(torch.isfinite(query_embeds).all()):
+            raise ValueError("`query_embeds` hold non-finite values (NaN or infinity).")
+        exclude = list(exclude) if exclude is not None else [None] * query_embeds.shape[0]
+        if len(exclude) != query_embeds.shape[0]:
+            raise ValueError(f"`exclude` has {len(exclude)} entries for {query_embeds.shape[0]} queries.")
         queries = F.normalize(query_embeds.float().cpu(), dim=-1)
-        k = min(k, len(self))
+        wanted = min(k, len(self))
+        fetch = min(wanted + (1 if any(path is not None for path in exclude) else 0), len(self))
         if self._backend is not None and exact is not True:
-            scores, indices = self._backend.search(queries, k)
+            scores, indices = self._backend.search(queries, fetch)
         else:
-            scores, indices = self._exact_search(queries, k)
+            scores, indices = self._exact_search(queries, fetch)
+        scores, indices = torch.as_tensor(scores).tolist(), torch.as_tensor(indices).tolist()
+        found = sorted({index for row in indices for index in row if index >= 0})
+        rows = dict(zip(found, self.metadata(found)))
         results = []
-        for row_scores, row_indices in zip(torch.as_tensor(scores).tolist(), torch.as_tensor(indices).tolist()):
+        for row_scores, row_indices, left_out in zip(scores, indices, exclude):
             hits = []
-            for rank, (score, index) in enumerate(zip(row_scores, row_indices)):
-                if index < 0:  # faiss pads with -1 when it finds fewer than k
+            for score, index in zip(row_scores, row_indices):
+                # faiss pads with -1 when it finds fewer than k
+                if index < 0 or rows[index]["id"] == left_out:
                     continue
-                hits.append(SearchHit(self.paths[index], float(score), rank + 1, str(self.root / self.paths[index])))
+                if len(hits) == wanted:
+                    break
+                metadata = rows[index]
+                path = metadata["id"]
+                stored = metadata.get("path")
+                absolute = str(self.root / stored) if stored and _stays_inside(stored) else ""
+                hits.append(SearchHit(path, float(score), len(hits) + 1, absolute, metadata))
             results.append(hits)
         return results
 
     def _exact_search(self, queries: torch.Tensor, k: int):
+        if self._table is not None and self._table.nbytes > IN_RAM_EXACT_BYTES:
+            return self._table.search(queries, k)  # larger than RAM allows: a memory-mapped block scan
         if self._exact is None:
-            self._exact = ExactIndex(self._normalized)
+            if self._table is not None:  # in RAM in the stored dtype (float16 halves the bytes each scan reads)
+                self._exact = ExactIndex(self._table.to_tensor(keep_dtype=True), dtype=self._table_torch_dtype())
+            else:
+                self._exact = ExactIndex(self._normalized)
         return self._exact.search(queries, k)
+
+    def _table_torch_dtype(self) -> torch.dtype:
+        return torch.float16 if self.info.get("dtype") == "float16" else torch.float32
+
+
+def _stays_inside(relative: str) -> bool:
+    path = Path(relative)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def _check_partial_folder(partial: Path, protected: dict) -> None:
+    """An existing `INDEX.partial` must hold only a build's chunks (and be no input) before a build uses or removes it."""
+    kind = PARTIAL_FOLDER_V2 if (partial / BUILD_NAME).exists() else PARTIAL_FOLDER
+    check_replaceable(partial, kind, protected, argument="output")

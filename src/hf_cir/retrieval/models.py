@@ -1,10 +1,13 @@
-"""One retrieval interface for every model and method: LinCIR, CompoDiff, and the image / text / sum baselines.
+"""One retrieval interface for every model and method: LinCIR, SEARLE, Pic2Word, CompoDiff, and the image / text /
+sum baselines.
 
 A `RetrievalModel` wraps a loaded checkpoint. It embeds gallery images (`encode_images`) and turns queries
 (reference images or their cached embeddings, modification texts) into query embeddings (`encode_queries`) with
 one of the methods:
 
 - `lincir`: LinCIR's composed features ("a photo of $ that {text}" with phi(image) at `$`); LinCIR models only.
+- `searle`, `pic2word`: the same for SEARLE and Pic2Word folders (LinCIR-family models whose config names the
+  method: `config.method_name`, the model's own method).
 - `compodiff`: CompoDiff's sampled image embedding for (image, text[, negative text, mask]); CompoDiff only.
 - `image`: the reference image embedding alone.
 - `text`: the text alone: CLIP's projected text features (LinCIR), or CompoDiff's text-only sample (no image
@@ -20,7 +23,8 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,20 +33,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils import load_image
+from .methods import BASELINE_METHODS, METHODS, REFERENCE_IMAGE_METHODS, TEXTUAL_INVERSION_METHODS
 
 __all__ = [
     "BASELINE_METHODS",
     "METHODS",
+    "REFERENCE_IMAGE_METHODS",
+    "TEXTUAL_INVERSION_METHODS",
     "CompoDiffRetrievalModel",
     "LinCIRRetrievalModel",
     "RetrievalModel",
     "default_device",
     "detect_model_type",
+    "detect_own_method",
     "load_retrieval_model",
 ]
-
-BASELINE_METHODS = ("image", "text", "sum")
-METHODS = ("lincir", "compodiff") + BASELINE_METHODS
 
 
 def default_device() -> torch.device:
@@ -125,17 +130,51 @@ class RetrievalModel(ABC):
     def gallery_fingerprint(self) -> str:
         """A string that changes whenever the image embeddings would change (weights, preprocessing)."""
 
+    def image_preprocessor(self) -> Callable[[list[Image.Image]], torch.Tensor] | None:
+        """A function from RGB images to the pixel values [`encode_pixel_values`] takes, run by DataLoader workers
+        (the embedding engine); `None` when the model only embeds PIL images (`encode_images`)."""
+        return None
+
+    def encode_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Unnormalised embeddings `[B, D]` (float32, CPU) of pixel values from [`image_preprocessor`]."""
+        raise NotImplementedError(f"{type(self).__name__} embeds PIL images only (`encode_images`).")
+
     # -- shared ----------------------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        """The text tokenizer of the model (`None` when it has none)."""
+        return None
+
+    def _check_texts(self, texts: list, name: str) -> None:
+        """Every text a non-empty string; words the tokenizer does not know are named in a warning."""
+        import warnings
+
+        from ..utils.tokenization import unknown_words
+
+        for number, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"`{name}[{number}]` must be a string, got {type(text).__name__}.")
+            if not text.strip():
+                raise ValueError(f"`{name}[{number}]` is empty; give the words of the query.")
+        if self.tokenizer is not None:
+            unknown = unknown_words(self.tokenizer, texts)
+            if unknown:
+                warnings.warn(
+                    f"{self.name_or_path}'s tokenizer does not know the word(s) {', '.join(map(repr, unknown))}: "
+                    "they are encoded as its unknown token.",
+                    stacklevel=3,
+                )
 
     def check_method(self, method: str | None) -> str:
         """Validate `method` for this model (`None` -> the model's own method) and return it."""
         method = self.default_method if method is None else method
-        if method not in METHODS:
+        if method not in METHODS and method not in self.methods:
             raise ValueError(f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}.")
         if method not in self.methods:
             raise ValueError(
-                f"Method {method!r} needs a {method if method in ('lincir', 'compodiff') else ''} model, but "
-                f"{self.name_or_path} is a {self.model_type} model; it supports: {', '.join(self.methods)}."
+                f"Method {method!r} needs a {method if method not in BASELINE_METHODS else ''} model, but "
+                f"{self.name_or_path} is a {self.default_method} model; it supports: {', '.join(self.methods)}."
             )
         return method
 
@@ -175,6 +214,10 @@ class RetrievalModel(ABC):
         """
         method = self.check_method(method)
         texts = list(texts)
+        if method != "image":
+            self._check_texts(texts, "texts")
+        if negative_texts is not None:
+            self._check_texts(list(negative_texts), "negative_texts")
         if images is not None and image_embeds is not None:
             raise ValueError("Give the reference images either as `images` or as `image_embeds`, not both.")
         if images is not None:
@@ -187,6 +230,8 @@ class RetrievalModel(ABC):
                 f"`image_embeds` have shape {tuple(image_embeds.shape)}, but {self.name_or_path} embeds into "
                 f"{self.embedding_dim} dimensions."
             )
+        if image_embeds is not None and not bool(torch.isfinite(image_embeds).all()):
+            raise ValueError("`image_embeds` hold non-finite values (NaN or infinity).")
         for name, value, allowed in (
             ("negative texts", negative_texts, self.supports_negative_text and method == "compodiff"),
             ("masks", mask_images, self.supports_masks and method == "compodiff"),
@@ -195,7 +240,8 @@ class RetrievalModel(ABC):
                 raise ValueError(f"Method {method!r} of this {self.model_type} model does not take {name}.")
         if mask_images is not None and images is None:
             raise ValueError("A mask needs the reference image itself (`images`), not a cached embedding.")
-        needs_image = method in ("lincir", "image", "sum")
+        own_composed = self.model_type == "lincir" and method == self.default_method
+        needs_image = method in REFERENCE_IMAGE_METHODS or own_composed
         if needs_image and images is None and image_embeds is None:
             raise ValueError(f"Method {method!r} needs a reference image.")
         if method in ("image", "sum") and image_embeds is None:
@@ -237,6 +283,9 @@ class LinCIRRetrievalModel(RetrievalModel):
         super().__init__(name_or_path or getattr(model, "name_or_path", ""), device)
         self.model = model.to(self.device).eval()
         self.processor = processor
+        # A SEARLE or Pic2Word folder is a LinCIR-family model whose config names its method.
+        self.default_method = model.config.method_name
+        self.methods = (self.default_method,) + BASELINE_METHODS
 
     @classmethod
     def from_pretrained(
@@ -256,8 +305,18 @@ class LinCIRRetrievalModel(RetrievalModel):
         return int(self.model.config.projection_dim)
 
     def _encode_images(self, images):
-        pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
-        return self.model.get_image_features(pixel_values)
+        return self._encode_pixels(self.processor(images=images, return_tensors="pt")["pixel_values"])
+
+    def _encode_pixels(self, pixel_values):
+        return self.model.get_image_features(pixel_values.to(self.device), return_dict=True).pooler_output
+
+    def image_preprocessor(self):
+        return partial(_pixel_values, self.processor.image_processor)
+
+    @torch.no_grad()
+    def encode_pixel_values(self, pixel_values):
+        self.encode_image_calls += 1
+        return self._encode_pixels(pixel_values).float().cpu()
 
     def _tokenize(self, texts: list[str], compose: bool):
         encoding = self.processor(text=texts, compose=compose, return_tensors="pt")
@@ -265,13 +324,20 @@ class LinCIRRetrievalModel(RetrievalModel):
 
     def _encode_texts(self, texts):
         input_ids, attention_mask = self._tokenize(texts, compose=False)
-        return self.model.get_text_features(input_ids, attention_mask=attention_mask)
+        return self.model.get_text_features(input_ids, attention_mask=attention_mask, return_dict=True).pooler_output
 
     def _compose(self, texts, images, image_embeds, negative_texts, mask_images):
         if image_embeds is None:
             image_embeds = self._encode_images(images)
         input_ids, attention_mask = self._tokenize(texts, compose=True)
-        return self.model.get_composed_features(input_ids, image_embeds=image_embeds, attention_mask=attention_mask)
+        composed = self.model.get_composed_features(
+            input_ids, image_embeds=image_embeds, attention_mask=attention_mask, return_dict=True
+        )
+        return composed.pooler_output
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
 
     def gallery_fingerprint(self) -> str:
         return _fingerprint_modules(
@@ -285,6 +351,11 @@ class CompoDiffRetrievalModel(RetrievalModel):
     Sampling settings (`num_inference_steps`, guidance scales, samples per prompt, seed) are fixed per instance so
     that queries are reproducible: every call draws its noise from a generator seeded with `seed`. The noise of a
     query therefore depends on its position in the batch; the same batch gives the same embeddings.
+
+    Speed settings, applied to the pipeline once: `preset` (a name of `SAMPLING_PRESETS`, e.g. `"interactive"`),
+    `scheduler` (a class name among the scheduler's own and its `compatibles`), `precision` of the text encoder and
+    the prior (`"float16"`, `"bfloat16"`, `"int8"`; see `CompoDiffPipeline.set_precision`) and `text_cache_size`
+    (texts kept by the pipeline's text-encoding cache; 0: no cache). Explicit settings override the preset's.
 
     Example:
 
@@ -308,11 +379,23 @@ class CompoDiffRetrievalModel(RetrievalModel):
         name_or_path: str = "",
         device: torch.device | str | None = None,
         seed: int = 0,
+        preset: str | None = None,
+        scheduler: str | None = None,
+        precision: str | None = None,
+        text_cache_size: int = 0,
         **sampling_kwargs,
     ):
         super().__init__(name_or_path or getattr(pipeline, "name_or_path", ""), device)
         self.pipeline = pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
+        if preset is not None:
+            self.pipeline.apply_preset(preset)
+        if scheduler is not None:
+            self.pipeline.set_scheduler(scheduler)
+        if precision is not None:
+            self.pipeline.set_precision(precision)
+        if text_cache_size:
+            self.pipeline.enable_text_encoding_cache(text_cache_size)
         self.seed = seed
         self.sampling_kwargs = sampling_kwargs
 
@@ -339,6 +422,14 @@ class CompoDiffRetrievalModel(RetrievalModel):
     def _encode_images(self, images):
         return self.pipeline.encode_image(images)
 
+    def image_preprocessor(self):
+        return partial(_pixel_values, self.pipeline.image_processor)
+
+    @torch.no_grad()
+    def encode_pixel_values(self, pixel_values):
+        self.encode_image_calls += 1
+        return self.pipeline.encode_image(pixel_values).float().cpu()
+
     def _sample(self, texts, images=None, image_embeds=None, negative_texts=None, mask_images=None):
         kwargs = dict(self.sampling_kwargs)
         if negative_texts is not None:
@@ -358,10 +449,19 @@ class CompoDiffRetrievalModel(RetrievalModel):
     def _compose(self, texts, images, image_embeds, negative_texts, mask_images):
         return self._sample(texts, images, image_embeds, negative_texts, mask_images)
 
+    @property
+    def tokenizer(self):
+        return self.pipeline.tokenizer
+
     def gallery_fingerprint(self) -> str:
         processor = self.pipeline.image_processor
         settings = processor.to_dict() if hasattr(processor, "to_dict") else repr(processor)
         return _fingerprint_modules("compodiff", self.pipeline.image_encoder, settings, str(self.pipeline.dtype))
+
+
+def _pixel_values(image_processor, images: list[Image.Image]) -> torch.Tensor:
+    """Pixel values of RGB images (a module-level function, so that DataLoader workers can receive it)."""
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]
 
 
 def _open_mask(mask: Any, index: int) -> Any:
@@ -382,20 +482,8 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def detect_model_type(name_or_path: str | os.PathLike) -> str:
-    """`"lincir"` or `"compodiff"`, read from a model folder's files or a Hub repository's.
-
-    A LinCIR folder has a `config.json` with `"model_type": "lincir"`; a CompoDiff folder has a `model_index.json`
-    whose `_class_name` is `"CompoDiffPipeline"`.
-
-    Example:
-
-    ```python
-    >>> from hf_cir.retrieval import detect_model_type
-    >>> detect_model_type("path/to/lincir-model")  # doctest: +SKIP
-    'lincir'
-    ```
-    """
+def _model_files(name_or_path: str | os.PathLike) -> dict[str, Path]:
+    """The `model_index.json` / `config.json` of a model folder or Hub repository (those that exist)."""
     path = Path(name_or_path)
     files: dict[str, Path] = {}
     if path.is_dir():
@@ -424,8 +512,28 @@ def detect_model_type(name_or_path: str | os.PathLike) -> str:
                 f"Model {name_or_path!r} is not a local folder and could not be read from the Hub: "
                 + "; ".join(errors)
             )
+    return files
+
+
+def detect_model_type(name_or_path: str | os.PathLike) -> str:
+    """`"lincir"` or `"compodiff"`, read from a model folder's files or a Hub repository's.
+
+    A LinCIR folder has a `config.json` with `"model_type": "lincir"`; a CompoDiff folder has a `model_index.json`
+    whose `_class_name` is `"CompoDiffPipeline"`.
+
+    Example:
+
+    ```python
+    >>> from hf_cir.retrieval import detect_model_type
+    >>> detect_model_type("path/to/lincir-model")  # doctest: +SKIP
+    'lincir'
+    ```
+    """
+    files = _model_files(name_or_path)
     if "model_index.json" in files:
         class_name = _read_json(files["model_index.json"]).get("_class_name")
+        if isinstance(class_name, list) and len(class_name) == 2:  # [module, class] of a custom-pipeline folder
+            class_name = class_name[1]
         if class_name == "CompoDiffPipeline":
             return "compodiff"
         raise ValueError(
@@ -445,6 +553,25 @@ def detect_model_type(name_or_path: str | os.PathLike) -> str:
         f"Model {name_or_path}: neither a LinCIR model (config.json with model_type 'lincir') nor a CompoDiff "
         "pipeline (model_index.json with _class_name 'CompoDiffPipeline')."
     )
+
+
+def detect_own_method(name_or_path: str | os.PathLike) -> str:
+    """The method a model folder implements: `"compodiff"`, or a LinCIR-family folder's `config.method_name`
+    (`"lincir"`, `"searle"`, `"pic2word"`; `"lincir"` for folders written before the family had other members).
+
+    Example:
+
+    ```python
+    >>> from hf_cir.retrieval.models import detect_own_method
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> detect_own_method(toy_checkpoint("lincir"))
+    'lincir'
+
+    ```
+    """
+    if detect_model_type(name_or_path) == "compodiff":
+        return "compodiff"
+    return _read_json(_model_files(name_or_path)["config.json"]).get("method_name", "lincir")
 
 
 def load_retrieval_model(

@@ -19,6 +19,7 @@ import math
 import os
 import struct
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,16 +48,6 @@ _SCORE_BLOCK_BYTES = 16 << 20
 # A low-precision chunk converted to float32 (for a batch of queries on CPU) stays below this many bytes.
 _CONVERT_BLOCK_BYTES = 64 << 20
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    with _pools_lock:
-        if workers not in _pools:
-            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-cir-search")
-        return _pools[workers]
-
 
 def top_k_lowest_index(scores: torch.Tensor, k: int, indices: torch.Tensor | None = None):
     """The `k` highest scores of each row, best first; equal scores keep the lower index first.
@@ -80,6 +71,7 @@ def top_k_lowest_index(scores: torch.Tensor, k: int, indices: torch.Tensor | Non
     >>> from hf_cir.retrieval.search import top_k_lowest_index
     >>> top_k_lowest_index(torch.tensor([[0.5, 0.9, 0.9, 0.1, 0.9]]), 2)
     (tensor([[0.9000, 0.9000]]), tensor([[1, 2]]))
+
     ```
     """
     n = scores.shape[1]
@@ -177,6 +169,7 @@ class ExactIndex:
     >>> scores, indices = index.search(gallery[[3, 7]], k=5)
     >>> indices[:, 0].tolist()
     [3, 7]
+
     ```
     """
 
@@ -194,6 +187,31 @@ class ExactIndex:
         embeddings = _check_embeddings(embeddings)
         self.embeddings = embeddings.detach().to(dtype=dtype).contiguous()
         self.chunk_size = chunk_size
+        self._pool: ThreadPoolExecutor | None = None  # made on the first threaded scan; see `close`
+        self._pool_workers = 0
+        self._pool_lock = threading.Lock()
+
+    def _thread_pool(self, workers: int) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None or self._pool_workers != workers:
+                self.close()
+                self._pool_workers = workers
+                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hf-cir-search")
+                # The threads end with the index, also when it is dropped without `close()`.
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the scan's worker threads (they are made again if the index searches later)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> ExactIndex:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @property
     def ntotal(self) -> int:
@@ -272,7 +290,7 @@ class ExactIndex:
 
         chunks = self._chunks(threads, batch, convert=low_precision and not native_low)
         if threads > 1 and len(chunks) > 1:
-            parts = list(_thread_pool(threads).map(scan, chunks))
+            parts = list(self._thread_pool(threads).map(scan, chunks))
         else:
             parts = [scan(bounds) for bounds in chunks]
         values = torch.cat([part[0] for part in parts], dim=1)
@@ -297,6 +315,7 @@ class ExactIndex:
         >>> index.save(path)
         >>> ExactIndex.load(path).dtype
         torch.float16
+
         ```
         """
         metadata = {
@@ -405,6 +424,7 @@ class FaissIndex:
     >>> flat = FaissIndex(gallery, kind="flat")
     >>> torch.equal(flat.search(queries, 10)[1], ExactIndex(gallery).search(queries, 10)[1])
     True
+
     ```
     """
 
@@ -536,38 +556,76 @@ class FaissIndex:
         return scores.gather(1, order), indices.gather(1, order)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the faiss index (with its search parameters) to one file, atomically."""
+        """Write the index with `faiss.write_index` (plain `faiss.read_index` opens it), and its kind and format
+        version beside it in `path` with suffix `.json`; each file atomically.
+
+        Example:
+
+        ```python
+        >>> import faiss, os, tempfile, torch
+        >>> from hf_cir.retrieval.search import FaissIndex
+        >>> path = os.path.join(tempfile.mkdtemp(), "faiss.index")
+        >>> FaissIndex(torch.randn(100, 8), kind="hnsw").save(path)
+        >>> faiss.read_index(path).ntotal, FaissIndex.load(path).kind
+        (100, 'hnsw')
+
+        ```
+        """
         faiss = _import_faiss()
-        data = faiss.serialize_index(self.index)
-        header = json.dumps({"kind": self.kind, "format_version": _FORMAT_VERSION}).encode()
-        with atomic_file(path, "wb") as handle:
-            handle.write(_FAISS_MAGIC)
-            handle.write(struct.pack("<Q", len(header)))
-            handle.write(header)
-            handle.write(memoryview(data).cast("B"))
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            faiss.write_index(self.index, str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        with atomic_file(path.with_suffix(".json"), "w") as handle:
+            json.dump({"kind": self.kind, "format_version": _FORMAT_VERSION, "ntotal": self.ntotal}, handle)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FaissIndex:
-        """Read an index written by [`FaissIndex.save`]; a missing, foreign or corrupt file is a clear error."""
+        """Read an index written by [`FaissIndex.save`] (or by hf-cir 0.1, whose files carried their own header);
+        a missing, foreign or corrupt file is a clear error."""
         faiss = _import_faiss()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Faiss index file {path} does not exist.")
+        with open(path, "rb") as handle:
+            legacy = handle.read(len(_FAISS_MAGIC)) == _FAISS_MAGIC
+        if legacy:
+            return cls._load_legacy(path)
+        settings_file = path.with_suffix(".json")
+        try:
+            settings = json.loads(settings_file.read_text())
+            kind = settings["kind"]
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{settings_file} (the settings of {path.name}) is missing or corrupt ({error})."
+            ) from error
+        if kind not in cls.KINDS:
+            raise ValueError(f"{settings_file} is corrupt: unknown index kind {kind!r}.")
+        if int(settings.get("format_version", 0)) > _FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {settings['format_version']}; this hf-cir reads up to 1.")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as error:
+            raise ValueError(f"{path} is corrupt: faiss cannot read it ({error}).") from error
+        return cls._from_faiss(index, kind)
+
+    @classmethod
+    def _load_legacy(cls, path: Path) -> FaissIndex:
+        faiss = _import_faiss()
         raw = path.read_bytes()
-        if not raw.startswith(_FAISS_MAGIC) or len(raw) < len(_FAISS_MAGIC) + 8:
-            raise ValueError(f"{path} is not an hf-cir faiss index (bad header).")
         offset = len(_FAISS_MAGIC)
         (length,) = struct.unpack("<Q", raw[offset : offset + 8])
         offset += 8
         try:
             header = json.loads(raw[offset : offset + length])
             kind = header["kind"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, struct.error) as error:
             raise ValueError(f"{path} is corrupt: unreadable header ({error}).") from error
         if kind not in cls.KINDS:
             raise ValueError(f"{path} is corrupt: unknown index kind {kind!r}.")
-        if int(header.get("format_version", 0)) > _FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {header['format_version']}; this hf-cir reads up to 1.")
         try:
             index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8, offset=offset + length).copy())
         except RuntimeError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -42,6 +43,10 @@ def cosine_beta_schedule(num_train_timesteps: int, s: float = 0.008, max_beta: f
     return torch.clip(1 - (alphas_cumprod[1:] / alphas_cumprod[:-1]), 0, max_beta)
 
 
+# The config keys that every compatible scheduler must read from this one's config (see `__init__`).
+MODEL_CONFIG_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample")
+
+
 class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
     """
     The sampler of the CompoDiff reference implementation (navervision/CompoDiff), for a model that predicts the
@@ -59,15 +64,26 @@ class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
       estimate: the reference mixes the two schedules, shifted by one step, and so does this scheduler.
     - Noise is drawn with `generator` after every model evaluation except the last (and none when t' is 0).
 
+    `compatibles` lists the diffusers schedulers that run CompoDiff when made with
+    `Scheduler.from_config(pipe.scheduler.config)` (this config carries `prediction_type="sample"`, the cosine
+    schedule and `clip_sample=False`, which they read); they sample on their own grids, so their results differ
+    from the reference's.
+
     Parameters:
         num_train_timesteps (`int`, *optional*, defaults to 1000): The number of diffusion steps of training.
         beta_schedule (`str`, *optional*, defaults to `"squaredcos_cap_v2"`):
             The noise schedule; only the cosine schedule (`"squaredcos_cap_v2"`, diffusers' name) is supported.
+        trained_betas (`np.ndarray` or `list[float]`, *optional*):
+            Betas to use instead of the cosine schedule, one per training timestep (`num_train_timesteps` of them).
         cosine_s (`float`, *optional*, defaults to 0.008): The offset `s` of the cosine schedule.
         max_beta (`float`, *optional*, defaults to 0.999): Betas are clipped at this value.
         eta (`float`, *optional*, defaults to 1.0): The DDIM noise weight (1.0 in the reference; 0.0 is
             deterministic DDIM).
         prediction_type (`str`, *optional*, defaults to `"sample"`): What the model predicts; only `"sample"`.
+        clip_sample (`bool`, *optional*, defaults to `False`):
+            Clamp the predicted x_0 to `[-clip_sample_range, clip_sample_range]` (as diffusers' DDIM does). CLIP
+            embeddings are not bounded, so the reference does not clamp.
+        clip_sample_range (`float`, *optional*, defaults to 1.0): The bound of `clip_sample`.
 
     Example:
 
@@ -90,6 +106,16 @@ class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
     ```
     """
 
+    # DDIM, and the multistep ODE solvers whose `prediction_type="sample"` path solves the same probability-flow ODE
+    # from an x_0 prediction (two-scale guidance is a linear combination of x_0 predictions, itself one); checked in
+    # tests/schedulers (they converge to DDIM's eta=0 solution) and measured in benchmarks/bench_compodiff_quality.py.
+    _compatibles = [
+        "DDIMScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "UniPCMultistepScheduler",
+        "DEISMultistepScheduler",
+    ]
     order = 1
 
     @register_to_config
@@ -97,10 +123,13 @@ class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
         self,
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
+        trained_betas: np.ndarray | list[float] | None = None,
         cosine_s: float = 0.008,
         max_beta: float = 0.999,
         eta: float = 1.0,
         prediction_type: str = "sample",
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
     ):
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be a positive integer, got {num_train_timesteps!r}.")
@@ -110,8 +139,24 @@ class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"`prediction_type` must be 'sample' (CompoDiff predicts x_0), got {prediction_type!r}.")
         if eta < 0:
             raise ValueError(f"`eta` must be >= 0, got {eta}.")
+        if clip_sample_range <= 0:
+            raise ValueError(f"`clip_sample_range` must be > 0, got {clip_sample_range}.")
+        # `Scheduler.from_config(config)` gives another scheduler its own defaults for every key that was left at
+        # its default here (the config's `_use_default_values`). These keys describe the model, not a preference
+        # of this scheduler, so they always carry over (a DDIM made from this config must predict the sample).
+        if "_use_default_values" in self.config:
+            unpinned = [k for k in self.config["_use_default_values"] if k not in MODEL_CONFIG_KEYS]
+            self.register_to_config(_use_default_values=unpinned)
 
-        betas = cosine_beta_schedule(num_train_timesteps, cosine_s, max_beta)
+        if trained_betas is None:
+            betas = cosine_beta_schedule(num_train_timesteps, cosine_s, max_beta)
+        else:
+            betas = torch.as_tensor(np.asarray(trained_betas, dtype=np.float64))
+            if betas.shape != (num_train_timesteps,) or not bool(((betas > 0) & (betas < 1)).all()):
+                raise ValueError(
+                    f"`trained_betas` must hold {num_train_timesteps} values in (0, 1) (one per training timestep, "
+                    f"`num_train_timesteps`), got shape {tuple(betas.shape)}."
+                )
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         alphas_cumprod_prev = torch.cat((torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]))
         # float64 -> float32, as the reference stores its buffers.
@@ -191,14 +236,18 @@ class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
         t = int(timestep)
         t_next = self._next_timestep(t)
         pred_original_sample = model_output
+        if self.config.clip_sample:
+            bound = self.config.clip_sample_range
+            pred_original_sample = pred_original_sample.clamp(-bound, bound)
         if t_next < 0:
             prev_sample = pred_original_sample
         else:
             dtype = sample.dtype
             alpha = self.alphas_cumprod_prev[t]
             alpha_next = self.alphas_cumprod_prev[t_next]
-            # Noise implied by x_t and x_0: eps = (sqrt(1/abar_t) x_t - x_0) / sqrt(1/abar_t - 1).
-            pred_epsilon = (self.sqrt_recip_alphas_cumprod[t].to(dtype) * sample - pred_original_sample) / (
+            # Noise implied by x_t and the model's x_0 (unclamped, as in DDIM):
+            # eps = (sqrt(1/abar_t) x_t - x_0) / sqrt(1/abar_t - 1).
+            pred_epsilon = (self.sqrt_recip_alphas_cumprod[t].to(dtype) * sample - model_output) / (
                 self.sqrt_recipm1_alphas_cumprod[t].to(dtype)
             )
             # DDIM (Song et al. 2021, eq. 12 and 16) in the reference's form: sigma = c1 (eta-scaled), and

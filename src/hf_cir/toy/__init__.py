@@ -4,6 +4,7 @@ It is the embedded default of hf-cir: `hf-cir demo` and `hf-cir evaluate --bench
 checkpoints shipped in `hf_cir/toy/checkpoints/`, which `python -m hf_cir.toy.build_models` retrains.
 """
 
+from .benchmark import ToyBenchmark
 from .checkpoints import default_checkpoints_dir, toy_checkpoint
 from .world import ATTRIBUTES, NUM_NEIGHBOURS, ToyAttributes, ToyQuery, ToyTriplet, ToyWorld, toy_vocabulary
 
@@ -11,6 +12,7 @@ __all__ = [
     "ATTRIBUTES",
     "NUM_NEIGHBOURS",
     "ToyAttributes",
+    "ToyBenchmark",
     "ToyQuery",
     "ToyTriplet",
     "ToyWorld",

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..evaluation.base import Benchmark, CIRQuery, EmbeddingTable, per_query_gallery_image_ids
 from ..evaluation.metrics import recall_at_k, target_ranks
+from ..evaluation.registry import register_benchmark
 from .world import NUM_NEIGHBOURS, ToyAttributes, ToyWorld
 
 __all__ = ["ToyBenchmark"]
@@ -26,6 +27,7 @@ _KS = (1, 5, 10)
 _SPLITS = {"val": "held_out", "train": "train"}
 
 
+@register_benchmark
 class ToyBenchmark(Benchmark):
     """Recall@{1,5,10} on the toy world's composed queries.
 
@@ -52,6 +54,8 @@ class ToyBenchmark(Benchmark):
 
     name = "toy"
     display_name = "hf-cir toy world"
+    needs_data_dir = False
+    ships_models = True
     splits = tuple(_SPLITS)
     metric_names = tuple(f"recall@{k}" for k in _KS)
 
@@ -169,10 +173,22 @@ TOY_METHODS: tuple[tuple[str, str, str], ...] = (
 # combinations (`ToyBenchmark(split="train", seed=7)`), never on the held-out queries.
 TOY_COMPODIFF_SAMPLING: dict[str, float | int] = {"guidance_scale": 1.5, "image_guidance_scale": 2.0}
 
+# Texts kept by the toy CompoDiff's text-encoding cache: the toy benchmark repeats its modification texts.
+TOY_TEXT_CACHE_SIZE = 1024
 
-def load_toy_models(checkpoints_dir: str | os.PathLike | None = None, device: str | None = "cpu") -> dict:
+
+def load_toy_models(
+    checkpoints_dir: str | os.PathLike | None = None,
+    device: str | None = "cpu",
+    compodiff_options: dict | None = None,
+) -> dict:
     """The toy retrieval models by name: `lincir`, `untrained` (LinCIR around the toy CLIP, phi seeded with 0) and
     `compodiff` (when its folder exists). Folders default to the checkpoints shipped in `hf_cir/toy/checkpoints`.
+
+    `compodiff_options` are keyword arguments of `load_retrieval_model` for the CompoDiff model, on top of
+    `TOY_COMPODIFF_SAMPLING` and a text-encoding cache: sampling settings (`num_inference_steps`,
+    `num_samples_per_prompt`, guidance scales, `seed`), `preset`, `scheduler`, `precision`, `dtype`,
+    `text_cache_size`.
 
     Example:
 
@@ -203,7 +219,8 @@ def load_toy_models(checkpoints_dir: str | os.PathLike | None = None, device: st
         untrained, processor, name_or_path="LinCIR, untrained phi", device=device
     )
     if (root / "compodiff").is_dir():
-        models["compodiff"] = load_retrieval_model(root / "compodiff", device=device, **TOY_COMPODIFF_SAMPLING)
+        options = {**TOY_COMPODIFF_SAMPLING, "text_cache_size": TOY_TEXT_CACHE_SIZE, **(compodiff_options or {})}
+        models["compodiff"] = load_retrieval_model(root / "compodiff", device=device, **options)
     return models
 
 
@@ -214,8 +231,12 @@ def evaluate_toy_models(
     gallery_size: int = 101,
     models: dict | None = None,
     device: str | None = "cpu",
+    compodiff_options: dict | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Recall@{1,5,10} of every row of `TOY_METHODS` on the held-out toy queries, for each benchmark seed.
+
+    `compodiff_options` set the CompoDiff row's sampling and precision (see [`load_toy_models`]); the other rows
+    do not sample and do not change with them.
 
     Returns:
         `{row label: {seed: {"recall@1": ..., "recall@5": ..., "recall@10": ...}}}` in percent. Rows whose
@@ -232,7 +253,9 @@ def evaluate_toy_models(
 
     from ..evaluation.evaluate import evaluate
 
-    models = models if models is not None else load_toy_models(checkpoints_dir, device=device)
+    if models is not None and compodiff_options:
+        raise ValueError("Pass `compodiff_options` or ready `models`, not both: the options apply at loading.")
+    models = models if models is not None else load_toy_models(checkpoints_dir, device, compodiff_options)
     results: dict[str, dict[int, dict[str, float]]] = {}
     # A private embedding cache: models sharing an image tower (trained and untrained LinCIR) embed each image once.
     with tempfile.TemporaryDirectory(prefix="hf-cir-toy-") as cache_dir:

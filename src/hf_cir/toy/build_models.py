@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..hub import make_remote_code_folder, portable_path
 from .checkpoints import default_checkpoints_dir
 
 logger = logging.getLogger("hf_cir.toy.build_models")
@@ -118,7 +119,7 @@ _TOY_NOTES = {
         "subset of them is masked (`--masking_policy random`), and the noise is relative to the embedding's norm "
         "(`--noise_std 1.0`); on this world both beat the paper's defaults. It knows only the toy world; it is "
         "not a general-purpose model. License: Apache-2.0 (weights trained by hf-cir on synthetic data). It loads "
-        "through the installed hf-cir package (`import hf_cir`, then `LinCIRModel.from_pretrained` or the Auto "
+        "through the installed hf-cir package (`import hf_cir.models`, then `LinCIRModel.from_pretrained` or the Auto "
         "classes): the shipped folder carries no remote-code files, so leave out `trust_remote_code`."
     ),
     "compodiff": (
@@ -160,6 +161,89 @@ def annotate_toy_card(folder: Path, kind: str, results: dict | None = None) -> N
     )
     card.text = body
     card.save(path)
+
+
+# Usage-snippet examples in the toy world's vocabulary (the toy tokenizer knows no other word), with the guidance
+# scales the toy CompoDiff is sampled with.
+TOY_LINCIR_EXAMPLE_TEXT = "is blue and on the left"
+TOY_COMPODIFF_EXAMPLE = {
+    "prompt": "make it blue and move it to the left",
+    "negative_prompt": "striped",
+    "guidance_scale": 1.5,
+    "image_guidance_scale": 2.0,
+}
+
+
+def _recorded_training(card_text: str) -> dict[str, dict]:
+    """The Data, Results and Arguments tables that a training run wrote into its card's Training section."""
+    section = card_text.split("\n## Training\n", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, dict] = {"Data": {}, "Results": {}, "Arguments": {}}
+    current = None
+    for line in section.splitlines():
+        if line.startswith("### "):
+            current = line[4:].strip()
+        elif current in tables and line.startswith("| ") and not line.startswith(("| --- ", "| | ", "| argument |")):
+            key, value = (cell.strip() for cell in line.strip().strip("|").split("|", 1))
+            if line.startswith("| metric |"):
+                continue
+            if current == "Arguments":
+                tables[current][key.strip("`")] = json.loads(value.strip("`"))
+            elif current == "Data":
+                tables[current][key] = ", ".join(portable_path(part) for part in value.strip("`").split(", "))
+            else:
+                tables[current][key] = value
+    return tables
+
+
+def _script_parser(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"hf_cir_toy_{name}", _script(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def render_toy_card(folder: Path, kind: str, results: dict | None = None) -> None:
+    """Re-render a toy checkpoint's card with the current templates from what its training run recorded (arguments,
+    data, results): the usage snippet in the toy world's words, the encoders named relative to the folder, then the
+    toy annotations (`annotate_toy_card`). Weights and configs are not touched.
+    """
+    from hf_cir.hub import create_compodiff_model_card, create_lincir_model_card
+    from hf_cir.training import training_details_markdown
+
+    recorded = _recorded_training((folder / "README.md").read_text(encoding="utf-8"))
+    script = f"train_{kind}.py"
+    details = training_details_markdown(
+        script, recorded["Arguments"], recorded["Data"], recorded["Results"], parser=_script_parser(f"train_{kind}")
+    )
+    if kind == "lincir":
+        from hf_cir import LinCIRModel
+
+        clip = portable_path(recorded["Arguments"]["clip_model_name_or_path"])
+        card = create_lincir_model_card(
+            LinCIRModel.from_pretrained(folder),
+            license="apache-2.0",
+            tags=["hf-cir"],
+            training_details=details,
+            source=f"trained with hf-cir's `training/{script}` from `{clip}`.",
+            remote_code=(folder / "modeling_lincir.py").is_file(),
+            example_text=TOY_LINCIR_EXAMPLE_TEXT,
+        )
+    else:
+        from hf_cir import CompoDiffPipeline
+
+        cwd = os.getcwd()
+        os.chdir(folder)  # the encoders are then named by their subfolders
+        try:
+            pipe = CompoDiffPipeline.from_pretrained(".")
+            card = create_compodiff_model_card(
+                pipe, training_details=details, license="apache-2.0", example=TOY_COMPODIFF_EXAMPLE
+            )
+        finally:
+            os.chdir(cwd)
+    card.save(str(folder / "README.md"))
+    annotate_toy_card(folder, kind, results)
 
 
 def build_clip(work_dir: Path, device: str = "cpu") -> Path:
@@ -236,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     if "compodiff" in only:
         begin = time.perf_counter()
         _copy_model_folder(build_compodiff(work_dir, clip_dir), output_dir / "compodiff")
+        # Generic loading (`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`) needs the module files:
+        # links to the package's own files, so the shipped folder holds no second version of the code.
+        make_remote_code_folder(output_dir / "compodiff", link=True)
         timings["compodiff"] = time.perf_counter() - begin
     timings["total"] = time.perf_counter() - started
     logger.info("Training times (s): %s", {k: round(v) for k, v in timings.items()})
@@ -251,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(record, handle, indent=1)
     for kind in ("lincir", "compodiff"):
         if kind in only and (output_dir / kind).is_dir():
-            annotate_toy_card(output_dir / kind, kind, None if args.skip_evaluation else results)
+            render_toy_card(output_dir / kind, kind, None if args.skip_evaluation else results)
     return 0
 
 

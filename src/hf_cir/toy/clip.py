@@ -28,6 +28,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from ..hub import render_model_card
 from ..utils import atomic_directory
+from ..utils.io import ArtefactKind
 from .tokenization import build_toy_tokenizer
 from .world import CAPTION_TEMPLATES, ToyWorld
 
@@ -83,8 +84,9 @@ def build_toy_image_processor(image_size: int = 32) -> CLIPImageProcessorPil:
 
     ```python
     >>> from hf_cir.toy.clip import build_toy_image_processor
-    >>> build_toy_image_processor().crop_size
-    {'height': 32, 'width': 32}
+    >>> processor = build_toy_image_processor()
+    >>> processor.crop_size.height, processor.crop_size.width
+    (32, 32)
     ```
     """
     return CLIPImageProcessorPil(
@@ -358,6 +360,15 @@ def train_toy_clip(
     return metrics
 
 
+# A folder `save_toy_clip` writes: `overwrite=True` replaces only such a folder (see `hf_cir.utils.io`).
+TOY_CLIP_FOLDER = ArtefactKind(
+    "toy CLIP folder",
+    "config.json",
+    lambda config: config.get("model_type") == "clip",
+    entries=("*.safetensors", "*_config.json", "tokenizer.json", "training_args.json", "README.md"),
+)
+
+
 def save_toy_clip(
     output_dir: str | os.PathLike,
     model: CLIPModel,
@@ -370,7 +381,7 @@ def save_toy_clip(
     device: str = "cpu",
 ) -> Path:
     """Write the CLIP folder (weights, tokenizer, image processor, `training_args.json`, model card) atomically."""
-    with atomic_directory(output_dir, overwrite=overwrite) as folder:
+    with atomic_directory(output_dir, overwrite=overwrite, kind=TOY_CLIP_FOLDER) as folder:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         image_processor.save_pretrained(folder)

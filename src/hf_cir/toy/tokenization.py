@@ -1,12 +1,14 @@
-"""The toy world's word-level tokenizer: one id per word, `$` a word of its own, unknown words an error.
+"""The toy world's word-level tokenizer: one id per word, `$` a word of its own, unknown words one unknown token.
 
 It is an ordinary `PreTrainedTokenizerFast` (a `tokenizers` WordLevel model), saved with `save_pretrained` and
 loaded with `AutoTokenizer`, so `LinCIRProcessor` and `CompoDiffPipeline` use it like any CLIP tokenizer.
 
 Two choices are deliberate:
-- The WordLevel model has no unknown-token entry, so a word outside the vocabulary raises instead of becoming
-  a silent `<unk>` that the model would happily embed. `check_toy_text` gives the readable version of that
-  error (the unknown words and the vocabulary).
+- A word outside the vocabulary becomes the unknown token `UNK_TOKEN`, which shares the padding token's id: the
+  toy text towers never attend to padding, so that id carries no learned meaning, and the shipped checkpoints keep
+  their embedding tables (and results) unchanged. Queries with unknown words therefore run; hf-cir's retrieval
+  models warn naming the words (`hf_cir.utils.tokenization.unknown_words`), and `check_toy_text` refuses them
+  where a text must be fully known (training data).
 - `<|endoftext|>` gets the largest id and never id 2: transformers' CLIP text model pools at
   `input_ids.argmax(-1)` when `eos_token_id == 2` (the legacy OpenAI convention) and at the first
   `eos_token_id` otherwise; with EOS the largest id both rules agree.
@@ -22,9 +24,11 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .world import toy_vocabulary
 
-__all__ = ["PAD_TOKEN", "BOS_TOKEN", "EOS_TOKEN", "build_toy_tokenizer", "check_toy_text"]
+__all__ = ["PAD_TOKEN", "BOS_TOKEN", "EOS_TOKEN", "UNK_TOKEN", "build_toy_tokenizer", "check_toy_text"]
 
 PAD_TOKEN = "<|pad|>"
+# Unknown words share the padding id (see the module docstring): no new row in the towers' embedding tables.
+UNK_TOKEN = PAD_TOKEN
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 # Punctuation is dropped before splitting on whitespace, so "make it blue." reads as "make it blue".
@@ -34,7 +38,8 @@ _PUNCTUATION = r"[.,;:!?\"()]"
 def build_toy_tokenizer(words: Sequence[str] | None = None, model_max_length: int = 32) -> PreTrainedTokenizerFast:
     """Build the word-level tokenizer of the toy world.
 
-    Ids: `<|pad|>` 0, `<|startoftext|>` 1, the words (sorted) from 2, `<|endoftext|>` last. Texts are
+    Ids: `<|pad|>` 0 (also the unknown-word token), `<|startoftext|>` 1, the words (sorted) from 2,
+    `<|endoftext|>` last. Texts are
     lower-cased, punctuation is dropped, and every encoding is `<|startoftext|> words <|endoftext|>`;
     truncation keeps the end-of-text token.
 
@@ -67,7 +72,7 @@ def build_toy_tokenizer(words: Sequence[str] | None = None, model_max_length: in
         vocab[word] = len(vocab)
     vocab[EOS_TOKEN] = len(vocab)
 
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=None))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     backend.normalizer = normalizers.Sequence(
         [normalizers.Lowercase(), normalizers.Replace(Regex(_PUNCTUATION), " "), normalizers.Strip()]
     )
@@ -82,6 +87,7 @@ def build_toy_tokenizer(words: Sequence[str] | None = None, model_max_length: in
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
         model_max_length=model_max_length,
         padding_side="right",
         truncation_side="right",

@@ -14,7 +14,14 @@ from .arguments import (
     check_dataset_arguments,
     check_training_arguments,
 )
-from .card import push_output_to_hub, training_arguments, training_details_markdown, write_training_model_card
+from .card import (
+    declared_license,
+    push_output_to_hub,
+    resolve_training_license,
+    training_arguments,
+    training_details_markdown,
+    write_training_model_card,
+)
 from .checkpointing import (
     check_output_dir,
     create_ema,
@@ -38,6 +45,7 @@ from .keywords import (
 from .run import (
     build_accelerator,
     create_optimizer_and_scheduler,
+    disable_progress_bars,
     finish_run,
     init_trackers,
     log_training_step,
@@ -45,6 +53,7 @@ from .run import (
     resume_training,
     start_run,
     train_results,
+    training_progress_bar,
 )
 from .utils import import_callable, isolated_rng, load_pretrained, mixed_precision_dtype, resolve_seed
 
@@ -66,6 +75,8 @@ __all__ = [
     "clean_caption",
     "create_ema",
     "create_optimizer_and_scheduler",
+    "declared_license",
+    "disable_progress_bars",
     "filter_captions",
     "find_latest_checkpoint",
     "finish_run",
@@ -86,6 +97,7 @@ __all__ = [
     "register_checkpoint_hooks",
     "require_columns",
     "resolve_resume_checkpoint",
+    "resolve_training_license",
     "resolve_seed",
     "resume_training",
     "save_checkpoint",
@@ -94,5 +106,6 @@ __all__ = [
     "train_results",
     "training_arguments",
     "training_details_markdown",
+    "training_progress_bar",
     "write_training_model_card",
 ]

@@ -174,7 +174,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, *, checkpointing_s
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--report_to` (accelerate trackers), `--logging_dir` (under `--output_dir`) and `--logging_steps`.
+    """`--report_to` (accelerate trackers), `--logging_dir` (under `--output_dir`), `--logging_steps` and
+    `--disable_tqdm` (alias `--no-progress`: no progress bars).
 
     Example:
 
@@ -185,6 +186,8 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     >>> add_logging_arguments(parser)
     >>> parser.parse_args([]).report_to
     'none'
+    >>> parser.parse_args(["--no-progress"]).disable_tqdm
+    True
 
     ```
     """
@@ -193,10 +196,19 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--logging_dir", type=str, default="logs")
     parser.add_argument("--logging_steps", type=int, default=1)
+    parser.add_argument(
+        "--disable_tqdm",
+        "--no-progress",
+        dest="disable_tqdm",
+        action="store_true",
+        help="No progress bars: neither the training step bar nor the loading bars of transformers, diffusers, "
+        "datasets and huggingface_hub.",
+    )
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--push_to_hub`, `--hub_model_id` (default: the output folder's name), `--hub_token`, `--hub_private_repo`.
+    """`--push_to_hub`, `--hub_model_id` (default: the output folder's name), `--hub_token`, `--hub_private_repo`,
+    and `--license` (the model card's; see `hf_cir.training.resolve_training_license`).
 
     Example:
 
@@ -214,6 +226,14 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub_model_id", type=str, default=None)
     parser.add_argument("--hub_token", type=str, default=None)
     parser.add_argument("--hub_private_repo", action="store_true")
+    parser.add_argument(
+        "--license",
+        type=str,
+        default=None,
+        help="License of the trained weights in the model card (a Hub license id, e.g. apache-2.0 or mit). Default: "
+        "the license the starting checkpoint's card declares (a model trained from a converted LinCIR release keeps "
+        "its cc-by-nc-4.0; one trained from CLIP takes CLIP's); none stated when it declares none.",
+    )
 
 
 def check_training_arguments(

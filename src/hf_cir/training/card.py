@@ -10,15 +10,24 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..hub import render_model_card
+from ..hub import is_hub_id, render_model_card
+from ..hub import training_details_markdown as hub_training_details_markdown
 from ..utils import atomic_file
 
-__all__ = ["push_output_to_hub", "training_arguments", "training_details_markdown", "write_training_model_card"]
+__all__ = [
+    "declared_license",
+    "push_output_to_hub",
+    "resolve_training_license",
+    "training_arguments",
+    "training_details_markdown",
+    "write_training_model_card",
+]
 
 logger = logging.getLogger(__name__)
 
-# Arguments never written to a card (secrets) or meaningless outside this machine's run.
-_HIDDEN_ARGUMENTS = {"hub_token", "local_rank"}
+# Arguments never written to a card: secrets, and what only this machine's run means (resuming does not change
+# the result: it is bit-identical).
+_HIDDEN_ARGUMENTS = {"hub_token", "local_rank", "resume_from_checkpoint"}
 
 # What a training output folder uploads: the model, never the training state.
 _UPLOAD_IGNORE = ["checkpoint-*", ".*", "*/.*", "logs/*", "best/*", "training_run.json", "training_log.jsonl"]
@@ -52,9 +61,12 @@ def training_arguments(args) -> dict:
     return safe
 
 
-def training_details_markdown(script: str, args, data: dict | None = None, results: dict | None = None) -> str:
-    """Markdown describing a training run (data, results, every argument, an equivalent command), for the
-    `training_details` of the LinCIR and CompoDiff card templates.
+def training_details_markdown(
+    script: str, args, data: dict | None = None, results: dict | None = None, parser=None
+) -> str:
+    """Markdown describing a training run (data, results, every argument without secrets, and the command that
+    reruns it, spelled for `parser`: the script's own `argparse` parser), for the `training_details` of the LinCIR
+    and CompoDiff card templates. See `hf_cir.hub.training_details_markdown`.
 
     Example:
 
@@ -65,23 +77,73 @@ def training_details_markdown(script: str, args, data: dict | None = None, resul
 
     ```
     """
-    arguments = training_arguments(args)
-    lines = [f"Trained with hf-cir's `training/{script}`.", ""]
-    if data:
-        lines += ["### Data", "", "| | |", "| --- | --- |"]
-        lines += [f"| {key} | `{value}` |" for key, value in data.items()]
-        lines.append("")
-    if results:
-        lines += ["### Results", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {key} | {value} |" for key, value in results.items()]
-        lines.append("")
-    lines += ["### Arguments", "", "| argument | value |", "| --- | --- |"]
-    lines += [f"| `{key}` | `{json.dumps(value)}` |" for key, value in arguments.items()]
-    command = " ".join(
-        f"--{key} {json.dumps(value)}" for key, value in arguments.items() if value not in (None, False)
+    return hub_training_details_markdown(script, training_arguments(args), data, results, parser)
+
+
+def declared_license(name_or_path: str | os.PathLike | None) -> str | None:
+    """The license that the model card of a checkpoint declares: the `README.md` of a local folder (or of the
+    pipeline folder around a component subfolder), or the card of a Hub id (`None` when the Hub cannot be reached).
+
+    Example:
+
+    ```python
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> from hf_cir.training import declared_license
+    >>> declared_license(toy_checkpoint("clip")), declared_license(None)
+    ('apache-2.0', None)
+
+    ```
+    """
+    if name_or_path is None:
+        return None
+    path = Path(name_or_path)
+    if path.exists():
+        folders = [path] if path.is_dir() else [path.parent]
+        if (folders[0].parent / "model_index.json").is_file():  # a component of a pipeline folder
+            folders.append(folders[0].parent)
+        for folder in folders:
+            if (folder / "README.md").is_file():
+                license = ModelCard.load(folder / "README.md").data.license
+                if license:
+                    return license
+        return None
+    if not is_hub_id(name_or_path):
+        return None
+    try:
+        return ModelCard.load(str(name_or_path)).data.license
+    except Exception:  # offline, private, no card: nothing declared that we can read
+        return None
+
+
+def resolve_training_license(license: str | None, starting_points: list) -> str | None:
+    """The license of a trained model's card: `--license` when given; otherwise the license declared by the first
+    checkpoint the training started from that declares one (`declared_license`). So a model trained from a
+    converted LinCIR release (CC BY-NC 4.0) keeps its license, and one trained from a CLIP checkpoint takes
+    the CLIP checkpoint's. `None` (and a warning) when nothing is declared: the card then states no license.
+
+    Example:
+
+    ```python
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> from hf_cir.training import resolve_training_license
+    >>> resolve_training_license(None, [toy_checkpoint("clip")]), resolve_training_license("mit", [])
+    ('apache-2.0', 'mit')
+
+    ```
+    """
+    if license:
+        return license
+    for source in starting_points:
+        declared = declared_license(source)
+        if declared:
+            logger.info("No --license given: the card takes %s, the license %s declares.", declared, source)
+            return declared
+    logger.warning(
+        "No --license given and no starting checkpoint (%s) declares one: the model card states no license. "
+        "Pass --license (e.g. apache-2.0, mit) to state one.",
+        ", ".join(str(source) for source in starting_points if source) or "none",
     )
-    lines += ["", "Command (equivalent):", "", "```bash", f"accelerate launch training/{script} {command}", "```"]
-    return "\n".join(lines)
+    return None
 
 
 def write_training_model_card(

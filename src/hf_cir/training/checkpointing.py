@@ -1,5 +1,5 @@
 # Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
-"""Crash-safe checkpoints for Accelerate training loops, and EMA weights in safetensors.
+"""Crash-safe checkpoints for Accelerate training loops, with the EMA saved and loaded by diffusers' `EMAModel`.
 
 Layout of an output folder::
 
@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -180,46 +181,68 @@ def save_checkpoint(
     return final
 
 
-def save_ema(ema, names: Iterable[str], directory: str | os.PathLike, filename: str = "ema.safetensors") -> None:
-    """Save a diffusers `EMAModel`'s shadow weights (named like the tracked module's parameters) and its counters
-    as safetensors (no pickle)."""
+def save_ema(ema, names: Iterable[str], directory: str | os.PathLike, name: str = "ema.safetensors") -> None:
+    """Save a diffusers `EMAModel` (`create_ema`) into `directory/name` with diffusers' own formats: for the EMA of
+    a diffusers model, `EMAModel.save_pretrained` (a model folder holding the EMA weights, with the EMA's counters in
+    its `config.json`); otherwise its `state_dict()` as safetensors, the weights named like the tracked module's
+    parameters (`names`) and the counters as metadata (no pickle)."""
+    if ema.model_cls is not None:
+        ema.save_pretrained(str(Path(directory) / name))
+        return
     names = list(names)
     state = ema.state_dict()
     shadows = state.pop("shadow_params")
     if len(names) != len(shadows):
         raise ValueError(f"{len(names)} parameter names for {len(shadows)} EMA weights.")
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in zip(names, shadows)}
-    metadata = {
-        key: json.dumps(value) for key, value in state.items() if isinstance(value, (int, float, bool, type(None)))
-    }
-    save_file(tensors, str(Path(directory) / filename), metadata=metadata)
+    tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in zip(names, shadows)}
+    metadata = {key: json.dumps(value) for key, value in state.items()}
+    save_file(tensors, str(Path(directory) / name), metadata=metadata)
 
 
-def load_ema(ema, names: Iterable[str], directory: str | os.PathLike, filename: str = "ema.safetensors") -> None:
-    """Restore what `save_ema` wrote into `ema` (weights keep `ema`'s device and dtype)."""
-    from safetensors import safe_open
+def load_ema(ema, names: Iterable[str], directory: str | os.PathLike, name: str = "ema.safetensors") -> None:
+    """Restore what `save_ema` wrote into `ema` through `EMAModel.from_pretrained` / `EMAModel.load_state_dict`
+    (the weights move to `ema`'s device)."""
+    from diffusers.training_utils import EMAModel
 
-    path = Path(directory) / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} has no EMA weights ({filename}); was the run started without --use_ema?")
-    tensors = load_file(str(path))
-    with safe_open(str(path), "pt") as handle:
-        metadata = handle.metadata() or {}
+    path = Path(directory) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} has no EMA weights ({name}); was the run started without --use_ema?")
     names = list(names)
-    missing = [name for name in names if name not in tensors]
-    if missing:
-        raise ValueError(f"EMA weights in {path} lack {missing}.")
-    state = {key: json.loads(value) for key, value in metadata.items()}
-    with torch.no_grad():
-        for shadow, name in zip(ema.shadow_params, names):
-            shadow.copy_(tensors[name].to(shadow.device, shadow.dtype))
-    for key, value in state.items():
-        if hasattr(ema, key):
-            setattr(ema, key, value)
+    if ema.model_cls is not None:
+        from diffusers.utils import logging as diffusers_logging
+
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # the EMA counters in config.json are not the model's: no warning
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*pass a pretrained model name or path to `from_config`")
+                state = EMAModel.from_pretrained(str(path), model_cls=ema.model_cls, foreach=ema.foreach).state_dict()
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
+    else:
+        from safetensors import safe_open
+
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        missing = [key for key in names if key not in tensors]
+        if missing:
+            raise ValueError(f"EMA weights in {path} lack {missing}.")
+        state = {key: json.loads(value) for key, value in metadata.items()}
+        state["shadow_params"] = [tensors[key] for key in names]
+    if len(state["shadow_params"]) != len(ema.shadow_params):
+        raise ValueError(
+            f"The EMA in {path} has {len(state['shadow_params'])} weights; this model has {len(ema.shadow_params)}."
+        )
+    device = ema.shadow_params[0].device if ema.shadow_params else None
+    ema.load_state_dict(state)
+    ema.to(device=device)
 
 
 def create_ema(module: torch.nn.Module, use_ema: bool, decay: float, device: torch.device | str):
-    """A diffusers `EMAModel` of `module`'s parameters on `device` (`--use_ema`, `--ema_decay`), or `None`.
+    """A diffusers `EMAModel` of `module`'s parameters on `device` (`--use_ema`, `--ema_decay`), or `None`. For a
+    diffusers model (`ModelMixin`) it knows the model's class and config, so that `save_ema` can use
+    `EMAModel.save_pretrained`.
 
     Example:
 
@@ -233,9 +256,11 @@ def create_ema(module: torch.nn.Module, use_ema: bool, decay: float, device: tor
     """
     if not use_ema:
         return None
+    from diffusers import ModelMixin
     from diffusers.training_utils import EMAModel
 
-    ema = EMAModel(module.parameters(), decay=decay)
+    model_kwargs = {"model_cls": type(module), "model_config": module.config} if isinstance(module, ModelMixin) else {}
+    ema = EMAModel(module.parameters(), decay=decay, **model_kwargs)
     ema.to(device)
     return ema
 
@@ -250,7 +275,8 @@ def register_checkpoint_hooks(
 ) -> None:
     """Make `accelerator.save_state`/`load_state` keep only the trained weights, as safetensors: the prepared
     model's `submodule` (e.g. LinCIR's `"phi"`; the whole model when `None`) in `weights_name`, and its EMA
-    (`create_ema`) in `ema_weights_name` with the parameters' names. Frozen weights (e.g. CLIP towers) are not saved.
+    (`create_ema`) under `ema_weights_name` (`save_ema`: an `EMAModel.save_pretrained` folder for a diffusers model,
+    else a safetensors file). Frozen weights (e.g. CLIP towers) are not saved.
 
     Example:
 

@@ -21,6 +21,7 @@ from .keywords import MASK_FALLBACK_RANDOM_WORD, MASK_FALLBACK_TEMPLATE, Caption
 
 __all__ = [
     "IndexStream",
+    "dataset_fingerprint",
     "filter_captions",
     "load_training_dataset",
     "mask_caption_dataset",
@@ -141,6 +142,21 @@ def filter_captions(
     return kept, before - len(kept)
 
 
+def dataset_fingerprint(dataset) -> str:
+    """The `datasets` fingerprint of `dataset` (what its cache files are keyed by).
+
+    `datasets` has no public accessor for it; this is the one place hf-cir reads the private `_fingerprint`
+    attribute, and `tests/training/test_training_library.py` fails loudly if a release renames it.
+    """
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise RuntimeError(
+            f"This datasets release has no `Dataset._fingerprint` (found {fingerprint!r}); hf-cir's caption masking "
+            "keys its cache by it: please report this."
+        )
+    return fingerprint
+
+
 def mask_caption_dataset(
     dataset: datasets.Dataset,
     masker: CaptionMasker,
@@ -165,7 +181,7 @@ def mask_caption_dataset(
         num_proc=num_proc,
         load_from_cache_file=load_from_cache_file,
         new_fingerprint=hashlib.sha256(
-            f"{dataset._fingerprint}/{text_column}/{masker.fingerprint()}".encode()
+            f"{dataset_fingerprint(dataset)}/{text_column}/{masker.fingerprint()}".encode()
         ).hexdigest()[:32],
         desc=f"Masking keywords ({masker.extractor_name})",
     )

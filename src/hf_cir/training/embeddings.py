@@ -24,7 +24,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import IndexStream, load_training_dataset
 
@@ -36,7 +35,6 @@ __all__ = [
     "TaskPool",
     "build_task_pools",
     "load_embedding_dataset",
-    "preprocess_masks",
 ]
 
 EMBEDDINGS_INFO_NAME = "embeddings_info.json"
@@ -301,23 +299,6 @@ class CompoDiffBatchSampler:
             "text_dropped": mine_drop_text,
             "image_dropped": mine_drop_image,
         }
-
-
-def preprocess_masks(mask_images, image_processor, mask_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(pixel-grid mask, prior-side mask)` of single-channel mask images, both 0/1, 1 = masked: as the CompoDiff
-    demo, binarised at 0.5 on the image processor's grid, then resized (bilinear, antialiased) to `mask_size` and
-    binarised again."""
-    converted = []
-    for mask in mask_images:
-        if len(mask.getbands()) != 1:
-            raise ValueError(
-                f"Masks must have one channel, got mode {mask.mode!r}; convert them with `.convert('L')`."
-            )
-        converted.append(mask.convert("L").convert("RGB"))
-    grid = image_processor(images=converted, do_normalize=False, return_tensors="pt").pixel_values[:, :1]
-    grid = (grid > 0.5).float()
-    small = F.interpolate(grid, size=(mask_size, mask_size), mode="bilinear", align_corners=False, antialias=True)
-    return grid, (small > 0.5).float()[:, 0]
 
 
 def load_null_text_embeds(path: str | os.PathLike) -> torch.Tensor:

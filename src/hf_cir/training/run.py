@@ -23,6 +23,7 @@ from .utils import resolve_seed
 __all__ = [
     "build_accelerator",
     "create_optimizer_and_scheduler",
+    "disable_progress_bars",
     "finish_run",
     "init_trackers",
     "log_training_step",
@@ -30,6 +31,7 @@ __all__ = [
     "resume_training",
     "start_run",
     "train_results",
+    "training_progress_bar",
 ]
 
 logger = get_logger(__name__, log_level="INFO")
@@ -40,7 +42,8 @@ TRAINING_LOG_NAME = "training_log.json"
 def build_accelerator(args, *, tracking: bool = True) -> Accelerator:
     """The run's `Accelerator` from `--mixed_precision` and `--cpu`; with `tracking`, also from `--report_to`,
     `--output_dir`, `--logging_dir` and `--checkpoints_total_limit` (the project folder accelerate saves states and
-    tracker logs in). Sets up logging and logs the distributed state of every process.
+    tracker logs in). Sets up logging, logs the distributed state of every process, and with `--disable_tqdm` turns
+    off the libraries' progress bars (`disable_progress_bars`).
 
     Example:
 
@@ -62,10 +65,67 @@ def build_accelerator(args, *, tracking: bool = True) -> Accelerator:
             logging_dir=str(output_dir / args.logging_dir),
             total_limit=args.checkpoints_total_limit,
         )
+    if getattr(args, "disable_tqdm", False):
+        disable_progress_bars()
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, **kwargs)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     return accelerator
+
+
+def disable_progress_bars() -> None:
+    """Turn off the progress bars of transformers (loading and writing shards), diffusers (pipeline loading),
+    datasets (map, loading) and huggingface_hub (downloads) in this process, through each library's own switch.
+
+    Example:
+
+    ```python
+    >>> import transformers
+    >>> from hf_cir.training import disable_progress_bars
+    >>> disable_progress_bars()
+    >>> transformers.utils.logging.is_progress_bar_enabled()
+    False
+    >>> transformers.utils.logging.enable_progress_bar()
+
+    ```
+    """
+    import datasets
+    import huggingface_hub
+    import transformers
+    from diffusers.utils import logging as diffusers_logging
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+
+
+def training_progress_bar(accelerator: Accelerator, args, global_step: int = 0):
+    """A tqdm bar over the optimizer steps, with the rate and the time left, starting at `global_step` (a resumed
+    run); `log_training_step` advances it and shows the loss. Shown on the local main process unless
+    `--disable_tqdm`.
+
+    Example:
+
+    ```python
+    >>> import argparse
+    >>> from hf_cir.training import build_accelerator, training_progress_bar
+    >>> accelerator = build_accelerator(argparse.Namespace(mixed_precision=None, cpu=True), tracking=False)
+    >>> bar = training_progress_bar(accelerator, argparse.Namespace(max_train_steps=10, disable_tqdm=True), 4)
+    >>> bar.n, bar.total, bar.disable
+    (4, 10, True)
+
+    ```
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=args.max_train_steps,
+        initial=global_step,
+        desc="Steps",
+        unit="step",
+        disable=getattr(args, "disable_tqdm", False) or not accelerator.is_local_main_process,
+    )
 
 
 def start_run(accelerator: Accelerator, args, run_identity: dict) -> tuple[Path | None, dict, int]:
@@ -218,10 +278,17 @@ def optimizer_step(
 
 
 def log_training_step(
-    accelerator: Accelerator, args, global_step: int, step_loss: torch.Tensor, lr_scheduler, log_history: list
+    accelerator: Accelerator,
+    args,
+    global_step: int,
+    step_loss: torch.Tensor,
+    lr_scheduler,
+    log_history: list,
+    progress_bar=None,
 ) -> float:
     """End of an optimizer step: average `step_loss` over processes; every `--logging_steps` steps and at the last
-    step, log it with the learning rate to the trackers, `log_history` and the console. Returns the averaged loss.
+    step, log it with the learning rate to the trackers and `log_history`. The `training_progress_bar` advances and
+    shows the loss; without a bar shown, the logged steps go to the console. Returns the averaged loss.
 
     Example:
 
@@ -242,11 +309,16 @@ def log_training_step(
     ```
     """
     step_loss = accelerator.reduce(step_loss, reduction="mean").item()
+    showing_bar = progress_bar is not None and not progress_bar.disable
+    if showing_bar:
+        progress_bar.set_postfix(loss=f"{step_loss:.4g}", lr=f"{lr_scheduler.get_last_lr()[0]:.3g}", refresh=False)
+        progress_bar.update(1)
     if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
         logs = {"train/loss": step_loss, "train/lr": lr_scheduler.get_last_lr()[0]}
         accelerator.log(logs, step=global_step)
         log_history.append({"step": global_step, **logs})
-        logger.info(f"step {global_step}: loss {step_loss:.6f}")
+        if not showing_bar:
+            logger.info(f"step {global_step}: loss {step_loss:.6f}")
     return step_loss
 
 

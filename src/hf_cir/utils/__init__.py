@@ -1,16 +1,16 @@
-"""Helpers shared by every model of hf-cir: images, tokenizers, atomic writes."""
+"""Helpers shared by every model of hf-cir: images, tokenizers, atomic writes (imported on first use)."""
 
-from .images import IMAGE_EXTENSIONS, ImageInput, load_image, to_rgb
-from .io import atomic_directory, atomic_file
-from .tokenization import build_clip_tokenizer, find_clip_bpe_file
+from .lazy import lazy_exports
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageInput",
-    "atomic_directory",
-    "atomic_file",
-    "build_clip_tokenizer",
-    "find_clip_bpe_file",
-    "load_image",
-    "to_rgb",
-]
+_EXPORTS = {
+    "IMAGE_EXTENSIONS": ".images",
+    "ImageInput": ".images",
+    "load_image": ".images",
+    "to_rgb": ".images",
+    "atomic_directory": ".io",
+    "atomic_file": ".io",
+    "build_clip_tokenizer": ".tokenization",
+    "find_clip_bpe_file": ".tokenization",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -46,7 +46,8 @@ def load_image(image: ImageInput, name: str = "image") -> Image.Image:
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not a readable image, or the array has an unsupported shape.
+        ValueError: the file is not a readable image (or too large to decode safely), or the array has an
+            unsupported shape or non-finite values.
         TypeError: `image` is of another type.
 
     Example:
@@ -68,11 +69,18 @@ def load_image(image: ImageInput, name: str = "image") -> Image.Image:
             with Image.open(path) as opened:
                 opened.load()
                 return to_rgb(opened)
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"`{name}`: {path} is refused as a possible decompression bomb ({error}).") from error
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ValueError(f"`{name}`: {path} is not a readable image ({error}).") from error
     if isinstance(image, np.ndarray):
         if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4)):
             array = image
+            real = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+            if not real or np.issubdtype(array.dtype, np.complexfloating):
+                raise ValueError(f"`{name}`: expected an array of real numbers, got dtype {array.dtype}.")
+            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                raise ValueError(f"`{name}`: the array holds non-finite pixel values (NaN or infinity).")
             if np.issubdtype(array.dtype, np.floating):
                 # Float images follow the usual convention of values in [0, 1].
                 array = np.clip(array, 0.0, 1.0) * 255.0 + 0.5

@@ -7,26 +7,13 @@ import importlib.util
 from pathlib import Path
 
 from transformers import CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 # The OpenAI vocabulary uses the first 49,152 - 256 - 2 merges of the file.
 _NUM_MERGES = 49152 - 256 - 2
 _BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 
-__all__ = ["find_clip_bpe_file", "build_clip_tokenizer"]
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """The byte -> printable-unicode table of GPT-2 / CLIP byte-level BPE."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
+__all__ = ["find_clip_bpe_file", "build_clip_tokenizer", "unknown_words"]
 
 
 def find_clip_bpe_file() -> Path:
@@ -66,6 +53,7 @@ def build_clip_tokenizer(bpe_path: str | Path | None = None, model_max_length: i
     >>> tokenizer = build_clip_tokenizer()
     >>> tokenizer.convert_tokens_to_ids("$</w>")
     259
+
     ```
     """
     path = Path(bpe_path) if bpe_path is not None else find_clip_bpe_file()
@@ -74,7 +62,7 @@ def build_clip_tokenizer(bpe_path: str | Path | None = None, model_max_length: i
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         lines = handle.read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())  # GPT-2 / CLIP byte-level BPE: byte -> printable unicode
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: index for index, token in enumerate(tokens)}
@@ -83,3 +71,30 @@ def build_clip_tokenizer(bpe_path: str | Path | None = None, model_max_length: i
     kwargs.setdefault("unk_token", "<|endoftext|>")
     kwargs.setdefault("pad_token", "<|endoftext|>")
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length, **kwargs)
+
+
+def unknown_words(tokenizer, texts: list[str]) -> list[str]:
+    """The words of `texts` that `tokenizer` encodes as its unknown token (each once, in order of appearance).
+
+    Byte-level tokenizers (CLIP's) know every word, so this is empty for them; a word-level one (the toy world's)
+    maps words outside its vocabulary to its unknown token, and callers warn naming them.
+
+    Example:
+
+    ```python
+    >>> from hf_cir.toy.tokenization import build_toy_tokenizer
+    >>> from hf_cir.utils.tokenization import unknown_words
+    >>> unknown_words(build_toy_tokenizer(), ["make it teal", "a zorb"])
+    ['teal', 'zorb']
+    ```
+    """
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    if unk_id is None or not getattr(tokenizer, "is_fast", False):
+        return []
+    found: dict[str, None] = {}
+    for text in texts:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        for token_id, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+            if token_id == unk_id and end > start:
+                found[text[start:end]] = None
+    return list(found)

@@ -55,8 +55,10 @@ def composed(model, case, expected):
     inputs = case["inputs"]
     with torch.no_grad():
         if "image_embeds" in inputs:
-            return model.get_composed_features(input_ids, image_embeds=expected[inputs["image_embeds"]])
-        return model.get_composed_features(input_ids, pixel_values=expected[inputs["pixel_values"]])
+            out = model.get_composed_features(input_ids, image_embeds=expected[inputs["image_embeds"]])
+        else:
+            out = model.get_composed_features(input_ids, pixel_values=expected[inputs["pixel_values"]])
+    return out.pooler_output
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
@@ -79,7 +81,7 @@ def test_intermediates_match_reference(model, cases, expected):
         intermediate = case["intermediate"]
         if "image_embeds" in intermediate:
             with torch.no_grad():
-                image_embeds = model.get_image_features(expected[case["inputs"]["pixel_values"]])
+                image_embeds = model.get_image_features(expected[case["inputs"]["pixel_values"]]).pooler_output
             assert (image_embeds - expected[intermediate["image_embeds"]]).abs().max() <= TOLERANCE
         else:
             image_embeds = expected[case["inputs"]["image_embeds"]]
@@ -107,14 +109,16 @@ def test_without_placeholder_equals_plain_clip_and_towers_are_clip(model, tiny_c
     inputs = tokenizer(["a red car", "two dogs on a beach"], padding="max_length", return_tensors="pt")
     pixel_values = expected["p00_pil_rgb_square.pixel_values"]
     with torch.no_grad():
-        assert torch.equal(model.get_text_features(**inputs), text_tower(**inputs).text_embeds)
+        assert torch.equal(model.get_text_features(**inputs).pooler_output, text_tower(**inputs).text_embeds)
         assert torch.equal(
-            model.get_image_features(pixel_values), vision_tower(pixel_values=pixel_values).image_embeds
+            model.get_image_features(pixel_values).pooler_output, vision_tower(pixel_values=pixel_values).image_embeds
         )
         # The hook only touches placeholder rows: a text with a "$" and a zero-strength phi changes nothing else.
         ids = tokenizer(["a $ car"], padding="max_length", return_tensors="pt").input_ids
         pseudo = model.get_input_embeddings().weight[model.config.placeholder_token_id][None]
-        assert torch.allclose(model._encode_with_pseudo_tokens(ids, pseudo), text_tower(input_ids=ids).text_embeds)
+        assert torch.allclose(
+            model._encode_with_pseudo_tokens(ids, pseudo).text_embeds, text_tower(input_ids=ids).text_embeds
+        )
 
 
 def test_padding_mask_does_not_change_composed_features(model, tokenizer, expected):
@@ -123,9 +127,9 @@ def test_padding_mask_does_not_change_composed_features(model, tokenizer, expect
     padded = tokenizer(texts, padding="max_length", return_tensors="pt")
     longest = tokenizer(texts, padding="longest", return_tensors="pt")
     with torch.no_grad():
-        full = model.get_composed_features(padded.input_ids, image_embeds=image_embeds)
-        masked = model.get_composed_features(**padded, image_embeds=image_embeds)
-        short = model.get_composed_features(**longest, image_embeds=image_embeds)
+        full = model.get_composed_features(padded.input_ids, image_embeds=image_embeds).pooler_output
+        masked = model.get_composed_features(**padded, image_embeds=image_embeds).pooler_output
+        short = model.get_composed_features(**longest, image_embeds=image_embeds).pooler_output
     assert (full - expected["e07_batch3.composed_embeds"]).abs().max() <= TOLERANCE
     assert (masked - full).abs().max() <= TOLERANCE
     assert (short - full).abs().max() <= TOLERANCE
@@ -206,44 +210,46 @@ def test_smp_loss_uses_paper_noise_and_global_rng(model, tokenizer):
     captions = tokenizer(["a red car on a road", "two small dogs"], padding="max_length", return_tensors="pt")
     masked = tokenizer(["$ on $", "two $"], padding="max_length", return_tensors="pt")
     torch.manual_seed(0)
-    out = model(captions.input_ids, masked.input_ids)
+    out = model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids)
     assert isinstance(out, LinCIROutput)
 
     # Recompute by hand: e + u * n, u ~ U(0, 1) per caption (drawn first), n ~ N(0, I).
     torch.manual_seed(0)
     with torch.no_grad():
-        target = model.get_text_features(captions.input_ids)
+        target = model.get_text_features(captions.input_ids).pooler_output
         noisy = target + torch.rand(2, 1) * torch.randn(2, 64)
         pseudo = model.get_pseudo_tokens(noisy)
-        predicted = model._encode_with_pseudo_tokens(masked.input_ids, pseudo)
+        predicted = model._encode_with_pseudo_tokens(masked.input_ids, pseudo).text_embeds
     assert torch.equal(out.text_embeds, target)
     assert torch.allclose(out.pseudo_tokens, pseudo, atol=1e-6)
     assert torch.allclose(out.composed_embeds, predicted, atol=1e-6)
     assert torch.allclose(out.loss, torch.nn.functional.mse_loss(predicted, target), atol=1e-7)
     assert out.text_embeds.grad_fn is None  # the target is detached
 
-    as_tuple = model(captions.input_ids, masked.input_ids, return_dict=False)
-    assert isinstance(as_tuple, tuple) and len(as_tuple) == 4
+    as_tuple = model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids, return_dict=False)
+    # (loss, composed_embeds, text_embeds, pseudo_tokens, text_model_output as a tuple)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 5 and as_tuple[0].dim() == 0
+    assert torch.equal(as_tuple[2], target) and isinstance(as_tuple[4], tuple)
 
 
 def test_smp_loss_noise_std(model, tokenizer):
     captions = tokenizer(["a red car on a road"], padding="max_length", return_tensors="pt")
     masked = tokenizer(["a $ on a road"], padding="max_length", return_tensors="pt")
     torch.manual_seed(3)
-    out = model(captions.input_ids, masked.input_ids, noise_std=0.5)
+    out = model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids, noise_std=0.5)
     torch.manual_seed(3)
     with torch.no_grad():
-        target = model.get_text_features(captions.input_ids)
+        target = model.get_text_features(captions.input_ids).pooler_output
         scale = 0.5 * target.norm(dim=-1, keepdim=True) / math.sqrt(64)
         pseudo = model.get_pseudo_tokens(target + scale * torch.randn(1, 64))
     assert torch.allclose(out.pseudo_tokens, pseudo, atol=1e-6)
-    clean = model(captions.input_ids, masked.input_ids, noise_std=0.0)
+    clean = model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids, noise_std=0.0)
     with torch.no_grad():
         assert torch.allclose(clean.pseudo_tokens, model.get_pseudo_tokens(target), atol=1e-6)
     with pytest.raises(ValueError, match="noise_std"):
-        model(captions.input_ids, masked.input_ids, noise_std=-1.0)
+        model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids, noise_std=-1.0)
     with pytest.raises(ValueError, match="1 captions but `masked_input_ids` has 2"):
-        model(captions.input_ids, masked.input_ids.repeat(2, 1))
+        model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids.repeat(2, 1))
 
 
 def test_training_step_reaches_only_phi_and_is_reproducible(model, tokenizer):
@@ -266,7 +272,7 @@ def test_training_step_reaches_only_phi_and_is_reproducible(model, tokenizer):
     for _ in range(15):
         torch.manual_seed(2)
         optimizer.zero_grad()
-        loss = model(captions.input_ids, masked.input_ids, noise_std=0.0).loss
+        loss = model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids, noise_std=0.0).loss
         loss.backward()
         optimizer.step()
         first = loss.item() if first is None else first
@@ -354,12 +360,14 @@ def test_mixed_precision_towers_with_float32_phi(model, tokenizer, expected):
     model.phi.float()  # as in training: frozen towers in half precision, phi in float32
     captions = tokenizer(["a red car on a road"], padding="max_length", return_tensors="pt")
     masked = tokenizer(["a $ on a road"], padding="max_length", return_tensors="pt")
-    loss = model(captions.input_ids, masked.input_ids).loss
+    loss = model(input_ids=captions.input_ids, masked_input_ids=masked.input_ids).loss
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.phi.parameters())
     with torch.no_grad():
-        query = model.get_composed_features(masked.input_ids, pixel_values=expected["p00_pil_rgb_square.pixel_values"])
+        query = model.get_composed_features(
+            masked.input_ids, pixel_values=expected["p00_pil_rgb_square.pixel_values"]
+        ).pooler_output
     assert query.dtype == torch.bfloat16 and query.shape == (1, 64)
 
 
@@ -375,7 +383,7 @@ def test_placeholder_hook_touches_only_its_own_forward(model, tokenizer, expecte
     own = tokenizer(["a photo of $ that is red"], padding="max_length", return_tensors="pt").input_ids
     other = tokenizer(["a $ car"], padding="max_length", return_tensors="pt").input_ids
     with torch.no_grad():
-        plain_other = model.get_text_features(other)
+        plain_other = model.get_text_features(other).pooler_output
     original_forward = model.text_model.forward
     seen = {}
 
@@ -384,7 +392,136 @@ def test_placeholder_hook_touches_only_its_own_forward(model, tokenizer, expecte
         return original_forward(*args, **kwargs)
 
     with mock.patch.object(model.text_model, "forward", forward_with_concurrent_call), torch.no_grad():
-        out = model.get_composed_features(own, image_embeds=expected["e00_red.image_embeds"])
+        out = model.get_composed_features(own, image_embeds=expected["e00_red.image_embeds"]).pooler_output
     assert torch.equal(seen["other"], plain_other)
     assert (out - expected["e00_red.composed_embeds"]).abs().max() <= TOLERANCE
     assert not model.get_input_embeddings()._forward_hooks  # removed after the call
+
+
+def test_from_clip_loads_plain_towers_without_a_load_report(tiny_clip_dir):
+    # One tower of a full CLIPModel checkpoint leaves the other's weights unused: declared through
+    # `_keys_to_ignore_on_load_unexpected` on a loading subclass, so transformers prints no load report, and the towers
+    # end up as the plain transformers classes (fails loudly if transformers changes how that attribute is read).
+    import io
+    import logging
+
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    def load_report(load):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)  # transformers' logger does not propagate: listen on it directly
+        logging.getLogger("transformers").addHandler(handler)
+        try:
+            result = load()
+        finally:
+            logging.getLogger("transformers").removeHandler(handler)
+        return result, stream.getvalue()
+
+    _, plain_report = load_report(lambda: CLIPTextModelWithProjection.from_pretrained(tiny_clip_dir))
+    assert "UNEXPECTED" in plain_report  # the check below can see a report when there is one
+    model, report = load_report(lambda: LinCIRModel.from_clip(tiny_clip_dir, dtype=torch.float32))
+    assert "UNEXPECTED" not in report and "LOAD REPORT" not in report
+    assert type(model.text_model) is CLIPTextModelWithProjection
+    assert type(model.vision_model) is CLIPVisionModelWithProjection
+
+
+def test_feature_methods_return_what_clipmodel_returns(model, tiny_clip_dir, tokenizer, expected):
+    # Code written for transformers' CLIPModel runs unchanged: same output class, projected features in pooler_output.
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(tiny_clip_dir, dtype=torch.float32).eval()
+    inputs = tokenizer(["a red car", "two dogs on a beach"], padding="max_length", return_tensors="pt")
+    pixel_values = expected["p00_pil_rgb_square.pixel_values"]
+    with torch.no_grad():
+        for ours, theirs in (
+            (model.get_text_features(**inputs), clip.get_text_features(**inputs)),
+            (model.get_image_features(pixel_values=pixel_values), clip.get_image_features(pixel_values=pixel_values)),
+        ):
+            assert type(ours) is type(theirs)
+            assert torch.allclose(ours.pooler_output, theirs.pooler_output, atol=1e-6)
+            assert torch.allclose(ours.last_hidden_state, theirs.last_hidden_state, atol=1e-6)
+        hidden = model.get_text_features(**inputs, output_hidden_states=True)
+        assert len(hidden.hidden_states) == model.config.text_config.num_hidden_layers + 1
+        as_tuple = model.get_image_features(pixel_values, return_dict=False)
+        assert isinstance(as_tuple, tuple)
+        assert torch.equal(as_tuple[1], clip.get_image_features(pixel_values).pooler_output)
+
+
+def test_model_call_with_processor_outputs_returns_the_composed_query(model, tiny_clip_dir):
+    from PIL import Image
+
+    from hf_cir import LinCIRProcessor
+
+    processor = LinCIRProcessor.from_pretrained(tiny_clip_dir)
+    images = [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")]
+    inputs = processor(images=images, text=["is made of wood", "$ on a beach"])
+    with torch.no_grad():
+        out = model(**inputs)
+        query = model.get_composed_features(**inputs).pooler_output
+        image_embeds = model.get_image_features(inputs.pixel_values).pooler_output
+        text_only = model(**processor(text=["a red car"]))
+        image_only = model(**processor(images=images))
+    assert out.loss is None and out.text_embeds is None
+    assert torch.allclose(out.composed_embeds, query, atol=1e-6)
+    assert torch.allclose(out.image_embeds, image_embeds, atol=1e-6)
+    assert torch.equal(out.text_model_output.pooler_output, out.composed_embeds)
+    assert out.pseudo_tokens.shape == (2, model.config.text_config.hidden_size)
+    with torch.no_grad():
+        text_features = model.get_text_features(**processor(text=["a red car"])).pooler_output
+    assert torch.equal(text_only.text_embeds, text_features) and text_only.composed_embeds is None
+    assert torch.allclose(image_only.image_embeds, image_embeds, atol=1e-6) and image_only.composed_embeds is None
+    with pytest.raises(ValueError, match="no image"):
+        model(**inputs, masked_input_ids=inputs.input_ids)
+    with pytest.raises(ValueError, match="needs `input_ids`"):
+        model()
+
+
+def test_new_placeholder_token_resize_and_compose(tiny_clip_dir, reference_dir, expected, tmp_path):
+    # A user's own placeholder: add it to the tokenizer, resize the embeddings, point the config at it, compose.
+    from hf_cir import LinCIRProcessor
+
+    model = build_reference_model(reference_dir)
+    processor = LinCIRProcessor.from_pretrained(tiny_clip_dir)
+    tokenizer = processor.tokenizer
+    old_vocab = model.config.text_config.vocab_size
+    assert tokenizer.add_tokens(["<ref-img>"]) == 1
+    new_id = tokenizer.convert_tokens_to_ids("<ref-img>")
+    embeddings = model.resize_token_embeddings(len(tokenizer))
+    assert embeddings is model.get_input_embeddings() and embeddings.weight.shape[0] == len(tokenizer) == old_vocab + 1
+    assert model.config.text_config.vocab_size == model.text_model.config.vocab_size == old_vocab + 1
+    model.config.placeholder_token_id = new_id
+    template = "a photo of <ref-img> that {}"
+    ours = LinCIRProcessor(
+        processor.image_processor, tokenizer, placeholder_token="<ref-img>", prompt_template=template
+    )
+    assert ours.placeholder_token_id == new_id
+    inputs = ours(text=["is red"], compose=True)
+    assert new_id in inputs.input_ids[0].tolist()
+    image_embeds = expected["e00_red.image_embeds"]
+    # This tiny CLIP has the legacy `eos_token_id == 2` (pooling at the largest id): a new token above EOS is refused ...
+    with pytest.raises(ValueError, match="largest token id"):
+        model.get_composed_features(**inputs, image_embeds=image_embeds)
+    # ... until pooling moves to the first EOS, which changes nothing for ordinary texts.
+    model.config.text_config.eos_token_id = model.text_model.text_model.eos_token_id = tokenizer.eos_token_id
+    with torch.no_grad():
+        query = model.get_composed_features(**inputs, image_embeds=image_embeds).pooler_output
+    # The new token's slot holds phi's pseudo word, so the query equals the reference "$" query of the same text.
+    assert (query - expected["e00_red.composed_embeds"]).abs().max() <= TOLERANCE
+    model.save_pretrained(tmp_path)
+    reloaded = LinCIRModel.from_pretrained(tmp_path)
+    assert reloaded.get_input_embeddings().weight.shape[0] == old_vocab + 1
+    assert reloaded.config.placeholder_token_id == new_id
+
+
+def test_missing_weights_are_initialised_as_clip_initialises_them():
+    # `from_pretrained` with missing weights initialises each tower with CLIP's own scheme (the attention/MLP/projection
+    # weights are set from their parent modules), not with a generic normal(0.02).
+    config = tiny_config(placeholder_token_id=5)
+    model = LinCIRModel.from_pretrained(None, config=config, state_dict={})
+    text = model.text_model.text_model
+    embed_dim, layers = config.text_config.hidden_size, config.text_config.num_hidden_layers
+    expected_std = embed_dim**-0.5 * (2 * layers) ** -0.5 * config.text_config.initializer_factor
+    q_proj = text.encoder.layers[0].self_attn.q_proj.weight
+    # q_proj of a 16-wide, 1-layer tower: CLIP's std is 0.177; the generic default would be 0.02.
+    assert abs(q_proj.std().item() - expected_std) < 0.3 * expected_std
+    assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in model.parameters())

@@ -157,3 +157,36 @@ def test_compose_applies_the_template_without_images(tiny_clip_dir):
     assert processor.batch_decode(plain, skip_special_tokens=True) == ["is red"]
     with pytest.raises(ValueError, match="truncated away"):
         processor(text=["word " * 100 + "$"], compose=True)
+
+
+def test_transformers_processor_kwargs_api(processor, tmp_path):
+    # transformers 5's processor kwargs: flat or nested per modality, common kwargs, typed dict with defaults.
+    from hf_cir.models.lincir.processing_lincir import LinCIRProcessorKwargs
+
+    assert processor.valid_processor_kwargs is LinCIRProcessorKwargs
+    image = Image.new("RGB", (30, 20), (1, 2, 3))
+    default = processor(images=image, text="is red")
+    assert default["input_ids"].shape == (1, processor.tokenizer.model_max_length)  # padded to the context
+    flat = processor(images=image, text="is red", padding="longest", do_normalize=False)
+    nested = processor(
+        images=image, text="is red", text_kwargs={"padding": "longest"}, images_kwargs={"do_normalize": False}
+    )
+    assert flat["input_ids"].shape == nested["input_ids"].shape == (1, 9)
+    assert torch.equal(flat["pixel_values"], nested["pixel_values"])
+    assert not torch.equal(flat["pixel_values"], default["pixel_values"])
+    as_numpy = processor(images=image, text="is red", common_kwargs={"return_tensors": "np"})
+    assert isinstance(as_numpy["input_ids"], np.ndarray) and isinstance(as_numpy["pixel_values"], np.ndarray)
+    with pytest.raises(ValueError, match="passed two times"):
+        processor(text="is red", padding="longest", text_kwargs={"padding": "max_length"})
+
+    # The tokenizer's own saved settings win over the processor's defaults, call-time values over both.
+    short = AutoTokenizer.from_pretrained(processor.tokenizer.name_or_path, max_length=16)
+    ours = LinCIRProcessor(processor.image_processor, short)
+    assert ours(text="is red")["input_ids"].shape == (1, 16)
+    assert ours(text="is red", max_length=20)["input_ids"].shape == (1, 20)
+
+    # A save/load round trip gives the same processor (the folder's auto_map stays in the file only).
+    processor.save_pretrained(tmp_path)
+    assert "auto_map" in json.loads((tmp_path / "processor_config.json").read_text())
+    loaded = LinCIRProcessor.from_pretrained(tmp_path)
+    assert loaded.to_dict() == processor.to_dict() and "auto_map" not in processor.to_dict()

@@ -3,8 +3,7 @@
 
 This file is self-contained (it imports only `transformers`, `PIL`, `numpy` and its sibling files): `save_pretrained`
 copies it next to the tokenizer so that `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` works without
-hf-cir installed. With hf-cir installed, images are opened and converted to RGB by `hf_cir.utils.load_image`;
-without it, the image processor's own RGB conversion applies.
+hf-cir installed.
 """
 
 from __future__ import annotations
@@ -12,16 +11,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature, ProcessorMixin
+from transformers.image_utils import ImageInput, load_image
+from transformers.processing_utils import ProcessingKwargs, Unpack
 from transformers.utils import logging
 
 from .configuration_lincir import PLACEHOLDER_TOKEN, PROMPT_TEMPLATE, validate_prompt_template
-
-try:
-    from hf_cir.utils.images import load_image
-except ImportError:  # Loaded as Hub remote code without hf-cir.
-    load_image = None
 
 logger = logging.get_logger(__name__)
 
@@ -38,8 +34,9 @@ def get_placeholder_token_id(tokenizer, placeholder_token: str = PLACEHOLDER_TOK
     ```python
     >>> from transformers import AutoTokenizer
     >>> from hf_cir.models.lincir.processing_lincir import get_placeholder_token_id
-    >>> get_placeholder_token_id(AutoTokenizer.from_pretrained("tests/fixtures/reference/clip"), "$")
-    259
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> get_placeholder_token_id(AutoTokenizer.from_pretrained(toy_checkpoint("clip")), "$")
+    2
     ```
     """
     ids = tokenizer(placeholder_token, add_special_tokens=False)["input_ids"]
@@ -57,15 +54,22 @@ def get_placeholder_token_id(tokenizer, placeholder_token: str = PLACEHOLDER_TOK
     return ids[0]
 
 
+class LinCIRProcessorKwargs(ProcessingKwargs, total=False):
+    """The keyword arguments of [`LinCIRProcessor.__call__`]: transformers' text and image kwargs, flat or nested
+    (`text_kwargs={...}`, `images_kwargs={...}`, `common_kwargs={...}`). The defaults are the class attributes
+    `LinCIRProcessor.text_kwargs` / `images_kwargs` (transformers 5's place for processor defaults); the tokenizer's
+    own saved settings (e.g. its `max_length`) take precedence over them, call-time values over everything."""
+
+
 class LinCIRProcessor(ProcessorMixin):
     r"""
     Constructs a LinCIR processor from a CLIP image processor and a CLIP tokenizer.
 
     A text that holds the placeholder (`$`) is used as written; a text without it is put into `prompt_template`
-    (`"a photo of $ that {}"`) when an image comes with it. Texts are padded to the tokenizer's context
-    (`model_max_length`, 77 for CLIP) and truncated with the EOS token kept; images of any PIL mode become RGB.
-    Text without images is used as written (captions, text-to-image queries); a placeholder with no image to stand
-    for is rejected by [`LinCIRModel.get_composed_features`].
+    (`"a photo of $ that {}"`) when an image comes with it. By default texts are padded to the tokenizer's context
+    (`model_max_length`, 77 for CLIP) and truncated with the EOS token kept, and tensors are PyTorch tensors; images of
+    any PIL mode become RGB. Text without images is used as written (captions, text-to-image queries); a placeholder
+    with no image to stand for is rejected by [`LinCIRModel.get_composed_features`].
 
     Args:
         image_processor ([`CLIPImageProcessor`]): The image processor.
@@ -79,13 +83,21 @@ class LinCIRProcessor(ProcessorMixin):
     ```python
     >>> from PIL import Image
     >>> from hf_cir import LinCIRProcessor
-    >>> processor = LinCIRProcessor.from_pretrained("tests/fixtures/reference/clip")
-    >>> inputs = processor(images=[Image.new("RGB", (40, 30))] * 2, text=["is red", "$ on a beach"])
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> processor = LinCIRProcessor.from_pretrained(toy_checkpoint("lincir"))
+    >>> inputs = processor(images=[Image.new("RGB", (40, 30))] * 2, text=["is red", "$ on the left"])
     >>> processor.batch_decode(inputs["input_ids"], skip_special_tokens=True)
-    ['a photo of $ that is red', '$ on a beach']
+    ['a photo of $ that is red', '$ on the left']
     >>> inputs["pixel_values"].shape
     torch.Size([2, 3, 32, 32])
+    >>> processor(text="a red circle", text_kwargs={"padding": "longest"})["input_ids"].shape
+    torch.Size([1, 5])
     ```"""
+
+    valid_processor_kwargs = LinCIRProcessorKwargs
+    # Defaults (lowest priority): pad and truncate to the tokenizer's context, return PyTorch tensors.
+    text_kwargs = {"padding": "max_length", "truncation": True, "return_tensors": "pt"}
+    images_kwargs = {"return_tensors": "pt"}
 
     def __init__(
         self,
@@ -116,41 +128,47 @@ class LinCIRProcessor(ProcessorMixin):
         """
         overrides = {key: kwargs.pop(key) for key in ("placeholder_token", "prompt_template") if key in kwargs}
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # A saved `auto_map` is a property of the folder, rewritten by every `save_pretrained` from the registered
+        # auto class; kept as an attribute it would make a loaded processor differ from the one that was saved.
+        processor.__dict__.pop("auto_map", None)
         if not overrides:
             return processor
         settings = {"placeholder_token": processor.placeholder_token, "prompt_template": processor.prompt_template}
         return cls(processor.image_processor, processor.tokenizer, **{**settings, **overrides})
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        # transformers leaves the written `auto_map` on the saved object; drop it again (see `from_pretrained`).
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
+
     def __call__(
         self,
-        images=None,
+        images: ImageInput | str | os.PathLike | list | None = None,
         text: str | list[str] | None = None,
-        padding: bool | str = "max_length",
-        truncation: bool = True,
-        max_length: int | None = None,
-        return_tensors: str | None = "pt",
         compose: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[LinCIRProcessorKwargs],
     ) -> BatchFeature:
         r"""
-        Prepare reference images and modification texts for [`LinCIRModel.get_composed_features`], or either one
-        alone (`images` for `get_image_features`, `text` for `get_text_features`).
+        Prepare reference images and modification texts for [`LinCIRModel`] (`model(**inputs)` or
+        `get_composed_features`), or either one alone (`images` for `get_image_features`, `text` for
+        `get_text_features`).
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, path, `torch.Tensor` or a list of them, *optional*):
                 The reference images; any PIL mode (RGBA, grayscale, palette, ...) is converted to RGB.
             text (`str` or `list[str]`, *optional*):
                 The texts. With images, a text without the placeholder goes into `prompt_template`.
-            padding, truncation, max_length:
-                Passed to the tokenizer; by default texts are padded and truncated to `tokenizer.model_max_length`.
-                Truncation keeps the EOS token and logs a warning.
-            return_tensors (`str`, *optional*, defaults to `"pt"`):
-                The tensor type of the outputs.
             compose (`bool`, *optional*):
                 Whether the texts are composed queries (template applied, placeholder required). Defaults to whether
                 `images` are given; pass `True` to prepare queries whose image embeddings are already computed.
-            kwargs:
-                Passed to the image processor.
+            kwargs ([`LinCIRProcessorKwargs`]):
+                Tokenizer and image processor settings, flat (`padding="longest"`, `do_resize=False`) or nested
+                (`text_kwargs={"max_length": 32}`, `images_kwargs={...}`, `common_kwargs={"return_tensors": "np"}`).
+                Truncation keeps the EOS token and logs a warning.
 
         Returns:
             [`BatchFeature`] with `input_ids` and `attention_mask` (when `text` is given) and `pixel_values` (when
@@ -162,6 +180,10 @@ class LinCIRProcessor(ProcessorMixin):
         """
         if images is None and text is None:
             raise ValueError("LinCIRProcessor needs `images`, `text` or both.")
+        output_kwargs = self._merge_kwargs(
+            LinCIRProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        text_kwargs, images_kwargs = output_kwargs["text_kwargs"], output_kwargs["images_kwargs"]
         data = {}
         texts = None
         if text is not None:
@@ -178,31 +200,37 @@ class LinCIRProcessor(ProcessorMixin):
                     f"Got {len(images)} images and {len(texts)} texts: each reference image needs exactly one "
                     "modification text (the batch sizes must match)."
                 )
-            data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
+            data.update(self.image_processor(images, **images_kwargs))
         if texts is not None:
-            max_length = max_length if max_length is not None else self.tokenizer.model_max_length
             compose = images is not None if compose is None else compose
             if compose:
                 texts = [self._apply_template(t, i) for i, t in enumerate(texts)]
-            full_lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
-            truncated = [i for i, length in enumerate(full_lengths) if length > max_length]
-            if truncation and truncated:
-                logger.warning(
-                    f"Texts {truncated} are longer than the {max_length}-token context and were truncated (the EOS "
-                    "token is kept)."
-                )
-            encoding = self.tokenizer(
-                texts, padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors
-            )
-            if compose:
-                for i, ids in enumerate(encoding["input_ids"]):
-                    if self.placeholder_token_id not in (ids.tolist() if hasattr(ids, "tolist") else ids):
-                        raise ValueError(
-                            f"The placeholder {self.placeholder_token!r} of text {i} lies beyond the "
-                            f"{max_length}-token context and was truncated away; shorten the text."
-                        )
+            encoding = self.tokenizer(texts, **text_kwargs)
+            self._check_truncation(texts, encoding, text_kwargs, compose)
             data.update(encoding)
+        return_tensors = (
+            text_kwargs.get("return_tensors") if texts is not None else images_kwargs.get("return_tensors")
+        )
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _check_truncation(self, texts: list[str], encoding, text_kwargs: dict, compose: bool) -> None:
+        if not text_kwargs.get("truncation"):
+            return
+        max_length = text_kwargs.get("max_length") or self.tokenizer.model_max_length
+        full_lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
+        truncated = [i for i, length in enumerate(full_lengths) if length > max_length]
+        if truncated:
+            logger.warning(
+                f"Texts {truncated} are longer than the {max_length}-token context and were truncated (the EOS "
+                "token is kept)."
+            )
+        if compose:
+            for i, ids in enumerate(encoding["input_ids"]):
+                if self.placeholder_token_id not in (ids.tolist() if hasattr(ids, "tolist") else ids):
+                    raise ValueError(
+                        f"The placeholder {self.placeholder_token!r} of text {i} lies beyond the "
+                        f"{max_length}-token context and was truncated away; shorten the text."
+                    )
 
     def _apply_template(self, text: str, index: int) -> str:
         if self.placeholder_token_id in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
@@ -216,6 +244,8 @@ class LinCIRProcessor(ProcessorMixin):
         return self.prompt_template.replace("{}", text, 1)
 
     def _prepare_images(self, images) -> list:
+        # Paths are opened here and grayscale arrays become images; the image processor (`do_convert_rgb`) turns every
+        # PIL mode into RGB, compositing transparent pixels over white.
         if isinstance(images, (list, tuple)):
             images = list(images)
         elif hasattr(images, "ndim") and not isinstance(images, np.ndarray) and images.ndim == 4:
@@ -226,15 +256,25 @@ class LinCIRProcessor(ProcessorMixin):
             raise ValueError("`images` is an empty list.")
         prepared = []
         for i, image in enumerate(images):
-            if load_image is not None and isinstance(image, (str, os.PathLike, Image.Image, np.ndarray)):
-                image = load_image(image, name=f"images[{i}]")
-            elif isinstance(image, (str, os.PathLike)):
-                with Image.open(image) as opened:
-                    image = opened.copy()
+            if isinstance(image, (str, os.PathLike)):
+                image = _open_image(image, f"images[{i}]")
+            elif isinstance(image, np.ndarray) and image.ndim == 2:
+                image = Image.fromarray(image)
             if isinstance(image, Image.Image) and 0 in image.size:
                 raise ValueError(f"`images[{i}]` is empty (size {image.size}).")
             prepared.append(image)
         return prepared
 
 
-__all__ = ["LinCIRProcessor", "get_placeholder_token_id"]
+def _open_image(path: str | os.PathLike, name: str) -> Image.Image:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`{name}`: no such file: {path}")
+    try:
+        return load_image(str(path))  # transformers' own loader: EXIF orientation applied, RGB
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"`{name}`: {path} is refused as a possible decompression bomb ({error}).") from error
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"`{name}`: {path} is not a readable image ({error}).") from error
+
+
+__all__ = ["LinCIRProcessor", "LinCIRProcessorKwargs", "get_placeholder_token_id"]

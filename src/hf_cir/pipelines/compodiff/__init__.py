@@ -1,5 +1,11 @@
-"""CompoDiff as a diffusers pipeline."""
+"""CompoDiff as a diffusers pipeline.
 
-from .pipeline_compodiff import CompoDiffPipeline, CompoDiffPipelineOutput
+Importing it also imports the prior and scheduler modules, which diffusers needs to resolve the classes that saved
+folders record (`hf_cir.models.compodiff.modeling_compodiff`, `hf_cir.schedulers.scheduling_compodiff`).
+"""
 
-__all__ = ["CompoDiffPipeline", "CompoDiffPipelineOutput"]
+from ...models.compodiff import modeling_compodiff  # noqa: F401
+from ...schedulers import scheduling_compodiff  # noqa: F401
+from .pipeline_compodiff import CompoDiffPipeline, CompoDiffPipelineOutput, binarize_mask, preprocess_mask
+
+__all__ = ["CompoDiffPipeline", "CompoDiffPipelineOutput", "binarize_mask", "preprocess_mask"]

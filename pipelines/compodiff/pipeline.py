@@ -1,0 +1,1 @@
+../../src/hf_cir/pipelines/compodiff/pipeline_compodiff.py

@@ -1,0 +1,1 @@
+../../src/hf_cir/models/lincir/processing_lincir.py

@@ -1,0 +1,1 @@
+../../../pipelines/compodiff/pipeline_compodiff.py

@@ -1,0 +1,1 @@
+../../../../models/compodiff/modeling_compodiff.py

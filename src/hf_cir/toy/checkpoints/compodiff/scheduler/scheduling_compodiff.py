@@ -1,0 +1,1 @@
+../../../../schedulers/scheduling_compodiff.py

@@ -1,0 +1,90 @@
+"""The app's engine in this process: user galleries from index folders, masks from strokes, input checks."""
+
+import pytest
+from PIL import Image
+
+from hf_cir.app.engine import Query, SearchEngine, mask_from_strokes
+from hf_cir.toy import toy_checkpoint
+
+
+@pytest.fixture(scope="module")
+def engine(app_server):
+    """The toy indexes the server wrote, opened as a user's galleries (each with the model its index names)."""
+    folder = app_server.cache_dir
+    return SearchEngine.from_folders(
+        [folder / "lincir.index", folder / "compodiff.index"],
+        device="cpu",
+        sampling={"guidance_scale": 1.5, "image_guidance_scale": 2.0},
+    )
+
+
+def test_indexes_of_one_folder_form_one_gallery(engine, app_server):
+    assert list(engine.galleries) == ["images"]
+    gallery = engine.gallery(None)
+    assert gallery.root == (app_server.cache_dir / "images").resolve()
+    assert list(gallery.columns) == ["lincir", "compodiff", "image", "text", "sum"]
+    assert gallery.columns["sum"].served.name == "lincir"  # the baselines use CLIP's own text tower
+    assert engine.sampling_defaults()["guidance_scale"] == 1.5
+
+
+def test_a_user_gallery_answers_like_the_served_toy_default(engine, client):
+    query = {"reference_id": "large-green-star-top-dotted.png", "text": "make it red", "top_k": 10}
+    served = client.predict(methods=["lincir", "compodiff"], api_name="/search", **query)
+    local = engine.search(None, Query(methods=["lincir", "compodiff"], **query))
+    for key in ("lincir", "compodiff"):
+        assert [hit["id"] for hit in local["columns"][key]["hits"]] == [
+            hit["id"] for hit in served["columns"][key]["hits"]
+        ]
+
+
+def test_models_must_match_the_indexes(app_server):
+    folder = app_server.cache_dir
+    with pytest.raises(ValueError, match="embeds images differently from every --model"):
+        SearchEngine.from_folders([folder / "compodiff.index"], [toy_checkpoint("lincir")], device="cpu")
+    with pytest.raises(ValueError, match="queries none of the indexes"):
+        SearchEngine.from_folders(
+            [folder / "lincir.index"], [toy_checkpoint("lincir"), toy_checkpoint("compodiff")], device="cpu"
+        )
+
+
+def test_query_checks(engine):
+    image_id = "large-green-star-top-dotted.png"
+    with pytest.raises(ValueError, match="not an image of the gallery"):
+        engine.search(None, Query(text="make it red", reference_id="../../etc/passwd"))
+    with pytest.raises(ValueError, match="either as an image or as `reference_id`"):
+        engine.search(None, Query(text="x", reference_id=image_id, image=Image.new("RGB", (32, 32))))
+    with pytest.raises(ValueError, match="`num_inference_steps` must be a positive integer"):
+        engine.search(
+            None, Query(text="x", reference_id=image_id, methods=["compodiff"], sampling={"num_inference_steps": 0})
+        )
+    with pytest.raises(ValueError, match=r"`source_weight` must be in \[0, 1\]"):
+        engine.search(
+            None, Query(text="x", reference_id=image_id, methods=["compodiff"], sampling={"source_weight": 2.0})
+        )
+    with pytest.raises(ValueError, match="only CompoDiff takes a mask"):
+        engine.search(None, Query(text="x", reference_id=image_id, methods=["lincir"], mask=Image.new("L", (32, 32))))
+    with pytest.raises(ValueError, match="`top_k` must be a positive integer"):
+        engine.search(None, Query(text="x", reference_id=image_id, top_k=0))
+
+
+def test_sampling_settings_apply_to_one_query_only(engine):
+    image_id = "large-green-star-top-dotted.png"
+    default = engine.search(None, Query(text="make it red", reference_id=image_id, methods=["compodiff"]))
+    mixed = engine.search(
+        None, Query(text="make it red", reference_id=image_id, methods=["compodiff"], sampling={"source_weight": 1.0})
+    )
+    again = engine.search(None, Query(text="make it red", reference_id=image_id, methods=["compodiff"]))
+    assert mixed["columns"]["compodiff"]["sampling"]["source_weight"] == 1.0
+    assert mixed["columns"]["compodiff"]["hits"] != default["columns"]["compodiff"]["hits"]
+    assert again["columns"]["compodiff"]["hits"] == default["columns"]["compodiff"]["hits"]
+
+
+def test_mask_from_strokes():
+    assert mask_from_strokes([Image.new("RGBA", (8, 8), (0, 0, 0, 0))], (8, 8)) is None
+    first = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    first.paste((255, 0, 255, 255), (0, 0, 4, 8))
+    second = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # another size: scaled to the reference
+    second.paste((10, 10, 10, 40), (8, 8, 16, 16))
+    mask = mask_from_strokes([first, second], (8, 8))
+    assert mask.mode == "L" and mask.size == (8, 8)
+    assert mask.getpixel((0, 0)) == 255 and mask.getpixel((7, 7)) == 255 and mask.getpixel((5, 1)) == 0
