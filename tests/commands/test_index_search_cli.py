@@ -199,4 +199,4 @@ def test_compodiff_search_with_mask_and_negative_text(capsys, compodiff_dir, tmp
     assert [hit["path"] for hit in result["results"]] == [hit.path for hit in expected if hit.path != "red.png"]
     assert (tmp_path / "g.png").is_file()
     code, _, err = run(capsys, *common, "--method", "lincir")
-    assert code == 2 and "'lincir' needs a lincir model" in err
+    assert code == 2 and "--method lincir does not apply to the compodiff model" in err
