@@ -192,7 +192,7 @@ def test_precomputed_embeddings_match_the_encoders_and_resume(embeddings, tiny_c
     )
     other = list(argv)
     other[other.index("--chunk_size") + 1] = 4
-    with pytest.raises(ValueError, match="embedding chunk\(s\) of a run with other settings"):
+    with pytest.raises(ValueError, match=r"embedding chunk\(s\) of a run with other settings"):
         run_in_process(PRECOMPUTE, other)
     with pytest.raises(ValueError, match=r"--image_column 'picture' is not a column"):
         run_in_process(
