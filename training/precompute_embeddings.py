@@ -7,8 +7,11 @@
         --pipeline_name_or_path path/to/compodiff-pipeline --output_dir embeddings/t2i
 
 The output folder (`embeddings_info.json`, `null_text_embeds.safetensors`, parquet chunks under `data/`) is the
-format `training/train_compodiff.py --train_data` reads (training/README.md). Work is split across processes chunk
-by chunk; chunks already written are skipped, so an interrupted run continues where it stopped.
+format `training/train_compodiff.py --train_data` reads (training/README.md). The work runs on hf-cir's embedding
+engine (`hf_cir.retrieval.engine.run_units`, as `hf-cir index`): chunks are split across processes (chunk `c` goes
+to process `c mod N`), images are opened and preprocessed in `--dataloader_num_workers` DataLoader workers, each
+chunk is written atomically, and chunks already written are skipped, so an interrupted run continues where it
+stopped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from safetensors.torch import save_file
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir.pipelines.compodiff import preprocess_mask
+from hf_cir.retrieval.engine import ProcessGroup, UnitWork, run_units
 from hf_cir.training import (
     add_accelerator_arguments,
     add_dataset_arguments,
@@ -76,6 +80,9 @@ def parse_args(input_args=None):
     )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument(
+        "--dataloader_num_workers", type=int, default=0, help="DataLoader workers that open and preprocess images."
+    )
+    parser.add_argument(
         "--chunk_size", type=int, default=1024, help="Rows per parquet chunk (the unit of resumption)."
     )
     parser.add_argument("--max_samples", type=int, default=None)
@@ -92,6 +99,8 @@ def parse_args(input_args=None):
     for name in ("batch_size", "chunk_size", "mask_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
+    if args.dataloader_num_workers < 0:
+        parser.error("--dataloader_num_workers must be >= 0.")
     return args
 
 
@@ -197,42 +206,107 @@ class Encoders:
         return self.pixels(self.image_processor(images=images, return_tensors="pt").pixel_values)
 
 
-def embed_rows(args, encoders: Encoders, rows: dict, start: int) -> dict[str, list]:
-    texts = rows[args.text_column]
+def prepare_row(args, row: dict, number: int, image_processor) -> dict[str, torch.Tensor]:
+    """The pixel values (and masks) of one dataset row; runs in the DataLoader workers."""
+
+    def pixels(column: str, what: str = "") -> torch.Tensor:
+        image = open_image(row[column], args.image_root, f"row {number}{what}")
+        return image_processor(images=[image], return_tensors="pt").pixel_values[0]
+
+    if args.task == "t2i":
+        return {"target": pixels(args.image_column)}
+    if args.task == "triplet":
+        return {"reference": pixels(args.reference_image_column), "target": pixels(args.target_image_column)}
+    image = open_image(row[args.image_column], args.image_root, f"row {number}")
+    mask = open_image(row[args.mask_column], args.image_root, f"row {number} mask", mode=None)
+    if image.size != mask.size:
+        raise ValueError(f"Row {number}: the mask has size {mask.size} but its image {image.size}.")
+    grid, small = preprocess_mask([mask], image_processor, args.mask_size)
+    pixel_values = image_processor(images=[image], return_tensors="pt").pixel_values[0]
+    return {"target": pixel_values, "grid": grid[0], "mask": small[0]}
+
+
+def check_texts(args, texts: list, start: int) -> None:
     bad = [start + i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"--text_column {args.text_column!r}: rows {bad[:10]} are not strings.")
-    out = {"id": list(range(start, start + len(texts))), "task": [args.task] * len(texts)}
-    out["text_embeds"] = encoders.texts(texts)
+
+
+def embed_rows(args, encoders: Encoders, texts: dict[str, list], prepared: list[dict], start: int) -> dict[str, list]:
+    """The columns of consecutive rows from `start`: their texts and prepared images, encoded."""
+    text = texts[args.text_column]
+    out = {"id": list(range(start, start + len(text))), "task": [args.task] * len(text)}
+    out["text_embeds"] = encoders.texts(text)
+
+    def stack(key: str) -> torch.Tensor:
+        return torch.stack([row[key] for row in prepared])
+
     if args.task == "t2i":
-        images = [open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.image_column])]
-        out["target_image_embeds"] = encoders.images(images)
+        out["target_image_embeds"] = encoders.pixels(stack("target"))
     elif args.task == "triplet":
-        references = [
-            open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.reference_image_column])
-        ]
-        targets = [
-            open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.target_image_column])
-        ]
-        out["reference_image_embeds"] = encoders.images(references)
-        out["target_image_embeds"] = encoders.images(targets)
+        out["reference_image_embeds"] = encoders.pixels(stack("reference"))
+        out["target_image_embeds"] = encoders.pixels(stack("target"))
         if args.reverse_text_column:
-            out["reverse_text_embeds"] = encoders.texts(rows[args.reverse_text_column])
+            out["reverse_text_embeds"] = encoders.texts(texts[args.reverse_text_column])
     else:
-        images = [open_image(v, args.image_root, f"row {start + i}") for i, v in enumerate(rows[args.image_column])]
-        masks = [
-            open_image(v, args.image_root, f"row {start + i} mask", mode=None)
-            for i, v in enumerate(rows[args.mask_column])
-        ]
-        for i, (image, mask) in enumerate(zip(images, masks)):
-            if image.size != mask.size:
-                raise ValueError(f"Row {start + i}: the mask has size {mask.size} but its image {image.size}.")
-        pixel_values = encoders.image_processor(images=images, return_tensors="pt").pixel_values
-        grid, small = preprocess_mask(masks, encoders.image_processor, args.mask_size)
+        pixel_values = stack("target")
         out["target_image_embeds"] = encoders.pixels(pixel_values)
-        out["reference_image_embeds"] = encoders.pixels(pixel_values * (1.0 - grid))  # masked region zeroed
-        out["mask"] = small.to(torch.uint8)
+        out["reference_image_embeds"] = encoders.pixels(pixel_values * (1.0 - stack("grid")))  # masked region zeroed
+        out["mask"] = stack("mask").to(torch.uint8)
     return out
+
+
+class EmbeddingChunks(UnitWork):
+    """The engine's unit work of this script: unit `c` is rows `c * chunk_size ...`, written as
+    `data/chunk-{c:06d}.parquet` (the chunk file itself commits it)."""
+
+    def __init__(self, args, dataset: datasets.Dataset, encoders: Encoders, data_dir: Path):
+        self.args, self.dataset, self.encoders, self.data_dir = args, dataset, encoders, data_dir
+        self.image_processor = encoders.image_processor
+        self.text_columns = [args.text_column] + (
+            [args.reverse_text_column] if args.task == "triplet" and args.reverse_text_column else []
+        )
+
+    def path(self, chunk: int) -> Path:
+        return self.data_dir / f"chunk-{chunk:06d}.parquet"
+
+    def num_units(self) -> int:
+        return -(-len(self.dataset) // self.args.chunk_size)
+
+    def rows(self, chunk: int) -> list[int]:
+        size = self.args.chunk_size
+        return list(range(chunk * size, min((chunk + 1) * size, len(self.dataset))))
+
+    def iter_units(self, wanted):
+        for chunk in range(self.num_units()):
+            yield chunk, (self.rows(chunk) if wanted(chunk) else None)
+
+    def committed(self, chunk: int) -> dict | None:
+        return {} if self.path(chunk).is_file() else None
+
+    def prepare(self, row: int) -> dict[str, torch.Tensor]:
+        return prepare_row(self.args, self.dataset[row], row, self.image_processor)
+
+    def compute(self, chunk, rows, batch):
+        start = rows[batch[0][0]]
+        texts = self.dataset.select_columns(self.text_columns)[start : start + len(batch)]
+        check_texts(self.args, texts[self.args.text_column], start)
+        for _, _, error in batch:
+            if error is not None:
+                raise error  # the row's own error (an image that is missing, unreadable, of the wrong size)
+        return embed_rows(self.args, self.encoders, texts, [value for _, value, _ in batch], start)
+
+    def write(self, chunk, rows, parts) -> dict:
+        columns = {
+            key: torch.cat([p[key] for p in parts])
+            if isinstance(parts[0][key], torch.Tensor)
+            else sum((p[key] for p in parts), [])
+            for key in parts[0]
+        }
+        spec = features(self.args, columns["text_embeds"].shape[1:], columns["target_image_embeds"].shape[1])
+        write_chunk(self.path(chunk), columns, spec, self.args.embedding_dtype)
+        logger.info(f"chunk {chunk + 1}/{self.num_units()}: rows {rows[0]}-{rows[-1]}", main_process_only=False)
+        return {}
 
 
 def features(args, text_shape, embedding_dim) -> datasets.Features:
@@ -330,31 +404,11 @@ def main(args):
 
     dtype = mixed_precision_dtype(accelerator.mixed_precision)
     encoders = Encoders(args, accelerator.device, dtype)
-    num_chunks = (len(dataset) + args.chunk_size - 1) // args.chunk_size
-    mine = [c for c in range(num_chunks) if c % accelerator.num_processes == accelerator.process_index]
-    written = skipped = 0
-    for chunk in mine:
-        path = data_dir / f"chunk-{chunk:06d}.parquet"
-        if path.is_file():
-            skipped += 1
-            continue
-        start, stop = chunk * args.chunk_size, min((chunk + 1) * args.chunk_size, len(dataset))
-        parts = []
-        for batch_start in range(start, stop, args.batch_size):
-            rows = dataset[batch_start : min(batch_start + args.batch_size, stop)]
-            parts.append(embed_rows(args, encoders, rows, batch_start))
-        columns = {
-            key: torch.cat([p[key] for p in parts])
-            if isinstance(parts[0][key], torch.Tensor)
-            else sum((p[key] for p in parts), [])
-            for key in parts[0]
-        }
-        spec = features(args, columns["text_embeds"].shape[1:], columns["target_image_embeds"].shape[1])
-        write_chunk(path, columns, spec, args.embedding_dtype)
-        written += 1
-        logger.info(f"chunk {chunk + 1}/{num_chunks}: rows {start}-{stop - 1}", main_process_only=False)
+    work = EmbeddingChunks(args, dataset, encoders, data_dir)
+    num_chunks = work.num_units()
+    run = run_units(work, ProcessGroup(), batch_size=args.batch_size, num_workers=args.dataloader_num_workers)
     logger.info(
-        f"process {accelerator.process_index}: {written} chunks written, {skipped} already done",
+        f"process {accelerator.process_index}: {len(run.written)} chunks written, {len(run.reused)} already done",
         main_process_only=False,
     )
 

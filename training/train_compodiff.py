@@ -70,6 +70,7 @@ logger = get_logger(__name__, log_level="INFO")
 
 PRIOR_WEIGHTS_NAME = "prior.safetensors"
 EMA_WEIGHTS_NAME = "prior_ema"  # an EMAModel.save_pretrained folder
+LEGACY_EMA_WEIGHTS_NAMES = ("ema_prior.safetensors",)  # the safetensors file of checkpoints before that folder
 PRIOR_SIZE_ARGUMENTS = (
     "num_layers",
     "num_attention_heads",
@@ -318,7 +319,13 @@ def main(args):
     prior, optimizer, lr_scheduler = accelerator.prepare(prior, optimizer, lr_scheduler)
     unwrapped = accelerator.unwrap_model(prior)
     ema = create_ema(unwrapped, args.use_ema, args.ema_decay, accelerator.device)
-    register_checkpoint_hooks(accelerator, PRIOR_WEIGHTS_NAME, ema=ema, ema_weights_name=EMA_WEIGHTS_NAME)
+    register_checkpoint_hooks(
+        accelerator,
+        PRIOR_WEIGHTS_NAME,
+        ema=ema,
+        ema_weights_name=EMA_WEIGHTS_NAME,
+        legacy_ema_weights_names=LEGACY_EMA_WEIGHTS_NAMES,
+    )
     init_trackers(accelerator, args, f"train_compodiff_stage{args.stage}")
     global_step, log_history = resume_training(accelerator, args, resume_dir, state)
 

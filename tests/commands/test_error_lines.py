@@ -76,6 +76,19 @@ def _set(entries, index, key, value):
     return entries
 
 
+def _parquet(ctx, name: str, rows: int = 2, image: bool = True) -> Path:
+    """A Parquet dataset with `rows` rows: a caption column, and an image column unless `image` is false."""
+    import datasets
+
+    columns = {"caption": datasets.Value("string")} | ({"image": datasets.Image()} if image else {})
+    data = {"caption": [f"photo {i}" for i in range(rows)]}
+    if image:
+        data["image"] = [{"bytes": (ctx.photos / "red.png").read_bytes(), "path": "red.png"}] * rows
+    path = ctx.root / name
+    datasets.Dataset.from_dict(data, features=datasets.Features(columns)).to_parquet(str(path))
+    return path
+
+
 CASES = [
     # -- index ------------------------------------------------------------------------------------------------------
     (
@@ -225,6 +238,67 @@ CASES = [
                 ["index", "--model", c.lincir, "--images", c.photos, "--output", c.root / "o"],
             )[1:]
             + (["o.partial"],)
+        ),
+    ),
+    (
+        "index-dataset-missing-image-column",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--dataset",
+                _parquet(c, "captions.parquet", image=False),
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["image_column", "caption"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-streaming-missing-image-column",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--dataset",
+                _parquet(c, "captions.parquet", image=False),
+                "--streaming",
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["image_column", "caption"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-streaming-no-rows",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--dataset",
+                _parquet(c, "empty.parquet", rows=0),
+                "--streaming",
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["`dataset`", "empty.parquet", "has no rows"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-streaming-without-dataset",
+        "index",
+        lambda c: (
+            ["index", "--model", c.lincir, "--images", c.photos, "--streaming", "--output", c.root / "o"],
+            ["--streaming", "--dataset"],
         ),
     ),
     (
@@ -974,6 +1048,16 @@ CASES = [
         lambda c: (["demo", "--checkpoints", c.root / "nope", "--recall-queries", 0], ["nope"]),
     ),
     ("demo-usage-bad-top-k", "demo", lambda c: (["demo", "--top-k", "five"], ["--top-k"])),
+    # -- app (refused before gradio starts a server) ----------------------------------------------------------------
+    ("app-index-missing", "app", lambda c: (["app", "--index", c.root / "nope"], ["index", "nope"])),
+    (
+        "app-index-is-a-file",
+        "app",
+        lambda c: (["app", "--index", c.root / "secret" / "sentinel.png"], ["sentinel.png"]),
+    ),
+    ("app-not-an-index", "app", lambda c: (["app", "--index", c.photos], ["photos", "not an hf-cir index"])),
+    ("app-port-out-of-range", "app", lambda c: (["app", "--port", 70000], ["--port", "70000"])),
+    ("app-usage-bad-port", "app", lambda c: (["app", "--port", "abc"], ["--port", "abc"])),
 ]
 
 
@@ -1014,7 +1098,7 @@ def test_every_subcommand_is_covered():
     parser = build_parser()
     commands = {command for _, command, _ in CASES}
     subparsers = next(action for action in parser._actions if action.dest == "command")
-    assert set(subparsers.choices) - {"app"} <= commands  # `app` is covered by its own tests (needs gradio)
+    assert set(subparsers.choices) <= commands
 
 
 def test_unknown_command_is_one_line(capfd):

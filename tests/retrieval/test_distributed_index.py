@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import datasets
 import torch
 
 from hf_cir.retrieval import GalleryIndex, load_retrieval_model
@@ -95,4 +96,28 @@ def test_two_processes_equal_one_and_resume_after_a_kill(lincir_dir, tmp_path):
         show_progress=False,
     )  # fmt: skip
     assert two.paths == one.paths == names
+    torch.testing.assert_close(two.embeddings, one.embeddings, rtol=0, atol=1e-6)
+
+
+def test_two_processes_split_a_stream_and_equal_one(lincir_dir, tmp_path):
+    """A stream's number of units is known only at its end: each process reads it through, embeds its own units
+    (unit i on process i mod 2), and the manifest is written after both finished."""
+    from .test_streaming_sources import write_parquet_gallery
+
+    parquet = tmp_path / "gallery.parquet"
+    names = write_parquet_gallery(tmp_path / "photos", parquet)
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED)
+    output = tmp_path / "two.index"
+    arguments = ["index", "--device", "cpu", "--model", str(lincir_dir), "--dataset", str(parquet), "--streaming"]
+    arguments += ["--output", str(output), "--save-every", "2", "--no-progress"]
+    result = launch(script, arguments, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = GalleryIndex.load(output)
+    assert two.info["num_shards"] == 3 and len(two) == len(names)
+    one = GalleryIndex.build(
+        load_retrieval_model(lincir_dir, device="cpu"), datasets.Dataset.from_parquet(str(parquet)),
+        tmp_path / "one.index", show_progress=False,
+    )  # fmt: skip
+    assert two.paths == one.paths
     torch.testing.assert_close(two.embeddings, one.embeddings, rtol=0, atol=1e-6)

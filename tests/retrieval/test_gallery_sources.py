@@ -141,5 +141,9 @@ def test_dataset_errors(lincir_dir, tmp_path):
         DatasetSource(dataset)
     with pytest.raises(ValueError, match="`id_column`: the dataset has no column 'key'"):
         DatasetSource(datasets.Dataset.from_dict({"image": ["x.png"]}), id_column="key")
-    with pytest.raises(ValueError, match="streaming"):
-        DatasetSource(dataset.to_iterable_dataset())
+    with pytest.raises(ValueError, match="no image column None; its columns are \\['caption'\\]"):
+        DatasetSource(dataset.to_iterable_dataset())  # a stream is checked the same way
+    empty = datasets.Dataset.from_dict({"image": []}, features=datasets.Features({"image": datasets.Image()}))
+    empty.to_parquet(str(tmp_path / "empty.parquet"))
+    with pytest.raises(ValueError, match="`dataset`: .*empty.parquet has no rows"):
+        DatasetSource(str(tmp_path / "empty.parquet"), streaming=True)

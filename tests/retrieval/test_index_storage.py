@@ -102,7 +102,14 @@ def test_ivf_parts_built_apart_merge_into_one_index():
 
 def test_plan_follows_size_and_budget():
     small = plan_compressed_index(1_000_000, 768)
-    assert small.factory == "IVF4096_HNSW32,PQ128x4fs" and small.bytes_per_vector <= 1536 / 16
+    assert small.factory == "IVF1024,PQ128x4fs" and small.bytes_per_vector <= 1536 / 16
+    assert (small.nprobe, small.rerank_factor, small.min_rerank) == (16, 250, 1000)
+    # Lists: the power of two nearest 4 sqrt(N), at most 1,024 and N / 39; `nlist=` overrides.
+    assert plan_compressed_index(10_000, 768).nlist == 256 and plan_compressed_index(2_000, 64).nlist == 51
+    assert plan_compressed_index(100_000_000, 768).factory == "IVF1024,PQ128x4fs"
+    assert plan_compressed_index(100_000_000, 768, nlist=16384).factory == "IVF16384,PQ128x4fs"
+    with pytest.raises(ValueError, match="`nlist` must be an integer"):
+        plan_compressed_index(1000, 768, nlist=0)
     tight = plan_compressed_index(1_000_000, 768, "40MB")
     assert tight.m < small.m and tight.memory_bytes <= parse_memory_size("40MB")
     with pytest.raises(ValueError, match="cannot hold 1000000 compressed vectors"):

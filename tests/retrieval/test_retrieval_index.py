@@ -162,11 +162,12 @@ def test_shards_of_another_model_are_not_reused(lincir, lincir_other_size_dir, t
     make_gallery(photos, with_bad_files=False)
     other = load_retrieval_model(lincir_other_size_dir, device="cpu")
     partial = tmp_path / "index.partial"
-    from hf_cir.retrieval.embeddings import embed_images
+    # A shard of an unfinished build of index format 1 (by another model): never reused.
+    from safetensors.torch import save_file
 
-    embed_images(
-        other.encode_images, ["red.png"], lambda p: load_image(photos / p), partial, other.gallery_fingerprint()
-    )
+    partial.mkdir()
+    embeddings = other.encode_images([load_image(photos / "red.png")])
+    save_file({"embeddings": embeddings}, str(partial / "shard-000000.safetensors"), metadata={"ids": '["red.png"]'})
     index = GalleryIndex.build(lincir, photos, tmp_path / "index", show_progress=False)
     assert index.computed == len(index) and index.embeddings.shape[1] == 64
 

@@ -55,3 +55,23 @@ def test_image_folder_rerun_after_failure_and_overwrite(image_folder, tiny_clip_
     run_in_process(PRECOMPUTE, [*common, "--text_column", "caption", "--chunk_size", "2", "--overwrite_output_dir"])
     assert sorted(p.name for p in (output / "data").iterdir()) == ["chunk-000000.parquet", "chunk-000001.parquet"]
     assert (output / "notes.txt").read_text() == "mine"  # not ours: left alone
+
+
+def test_dataloader_workers_write_the_same_chunks(image_folder, tiny_clip_dir, tmp_path):
+    """Images opened and preprocessed in DataLoader workers (the engine `hf-cir index` uses) give the very same
+    files; a missing image is still reported as the script's error, from the worker."""
+    common = ["--task", "t2i", "--dataset_name", image_folder, "--text_column", "caption", "--chunk_size", 2,
+              "--text_encoder_name_or_path", tiny_clip_dir, "--image_encoder_name_or_path", tiny_clip_dir]  # fmt: skip
+    run_in_process(PRECOMPUTE, [*common, "--output_dir", tmp_path / "none"])
+    run_in_process(PRECOMPUTE, [*common, "--output_dir", tmp_path / "two", "--dataloader_num_workers", 2])
+    for name in ("chunk-000000.parquet", "chunk-000001.parquet"):
+        assert (tmp_path / "two" / "data" / name).read_bytes() == (tmp_path / "none" / "data" / name).read_bytes()
+
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"image": "missing.png", "text": "gone"}) + "\n")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        run_in_process(
+            PRECOMPUTE,
+            ["--task", "t2i", "--train_file", tmp_path / "pairs.jsonl", "--image_root", image_folder,
+             "--output_dir", tmp_path / "bad", "--dataloader_num_workers", 1,
+             "--text_encoder_name_or_path", tiny_clip_dir, "--image_encoder_name_or_path", tiny_clip_dir],
+        )  # fmt: skip

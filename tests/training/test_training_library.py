@@ -4,6 +4,8 @@ crash-safe checkpoints, EMA in safetensors, training model cards and pushing to 
 import argparse
 import json
 import os
+import shutil
+from pathlib import Path
 
 import datasets
 import pytest
@@ -224,6 +226,7 @@ def test_push_to_hub_uploads_the_model_without_training_state(tmp_path, monkeypa
 
 
 def test_benchmark_validation_evaluates_the_model_being_trained(tiny_clip_dir):
+    import hf_cir.toy  # noqa: F401  (registers the toy benchmark, as train_lincir.py does)
     from hf_cir import LinCIRModel, LinCIRProcessor
     from hf_cir.training.validation import benchmark_validation
 
@@ -244,3 +247,59 @@ def test_dataset_fingerprint_is_still_where_datasets_keeps_it():
     mapped = dataset.map(lambda row: {"text": row["text"].upper()})
     assert isinstance(dataset_fingerprint(dataset), str) and dataset_fingerprint(dataset)
     assert dataset_fingerprint(mapped) != dataset_fingerprint(dataset)
+
+
+PREVIOUS_LAYOUT = Path(__file__).resolve().parents[1] / "fixtures" / "previous_layout"
+
+
+def test_checkpoint_ema_of_an_earlier_version_still_resumes(tmp_path):
+    # `ema_prior.safetensors` was written by hf-cir cb68ad2's `save_ema` (make_previous_ema.py beside it); checkpoints
+    # of that version hold it where the current one writes a `prior_ema` save_pretrained folder.
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from hf_cir import CompoDiffPriorTransformer
+    from hf_cir.training import register_checkpoint_hooks
+
+    legacy = PREVIOUS_LAYOUT / "ema_checkpoint" / "ema_prior.safetensors"
+    expected = load_file(str(legacy))
+    accelerator = Accelerator(cpu=True)
+    prior = accelerator.prepare(CompoDiffPriorTransformer.from_pretrained(PREVIOUS_LAYOUT / "compodiff" / "prior"))
+    ema = create_ema(prior, True, 0.999, "cpu")
+    register_checkpoint_hooks(
+        accelerator,
+        "prior.safetensors",
+        ema=ema,
+        ema_weights_name="prior_ema",
+        legacy_ema_weights_names=("ema_prior.safetensors",),
+    )
+    accelerator.save_state(str(tmp_path))
+    shutil.rmtree(tmp_path / "prior_ema")
+    shutil.copyfile(legacy, tmp_path / "ema_prior.safetensors")  # the checkpoint as the earlier version wrote it
+    accelerator.load_state(str(tmp_path))
+    names = [name for name, _ in prior.named_parameters()]
+    assert ema.optimization_step == 7
+    assert all(torch.equal(shadow, expected[name]) for shadow, name in zip(ema.shadow_params, names))
+    assert not torch.equal(ema.shadow_params[0], next(prior.parameters()).detach())  # the file's, not the model's
+    with pytest.raises(FileNotFoundError, match="no EMA weights"):
+        load_ema(ema, names, tmp_path, "prior_ema")  # without the legacy name the old file is not guessed
+    with pytest.raises(ValueError, match="tracks no diffusers model"):
+        accelerator.save_state(str(tmp_path / "again"))
+        load_ema(EMAModel(prior.parameters()), names, tmp_path / "again", "prior_ema")
+
+
+def test_a_checkpoint_removes_temporary_folders_left_by_a_killed_run(tmp_path):
+    from accelerate import Accelerator
+
+    from hf_cir.training.checkpointing import save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    for name in (".checkpoint-4.tmp", ".checkpoint-9.tmp", ".checkpoint-x.tmp"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"half written")
+    (tmp_path / "notes.txt").write_text("mine")
+    save_checkpoint(accelerator, tmp_path, 6, {"epoch": 0})
+    assert (tmp_path / "checkpoint-6" / TRAINING_STATE_NAME).is_file()
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == [".checkpoint-x.tmp", "checkpoint-6", "notes.txt"]  # only hf-cir's own temporary names go

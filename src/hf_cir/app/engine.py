@@ -59,6 +59,10 @@ METHOD_LABELS = {
 SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "source_weight")
 # Methods that compose with a reference image (the text baseline needs none; CompoDiff can sample from text alone).
 _NEEDS_REFERENCE = REFERENCE_IMAGE_METHODS  # lincir, searle, pic2word, image, sum
+# Texts kept by each served CompoDiff pipeline's text-encoding cache (bounded, least recently used dropped first): a
+# page re-runs the same modification text with other settings, other references or other methods, and every query
+# has the (usually empty) negative prompt. A model that already has a cache keeps its own.
+APP_TEXT_CACHE_SIZE = 256
 
 
 @dataclass
@@ -223,7 +227,9 @@ def mask_from_strokes(strokes: list[Image.Image], size: tuple[int, int]) -> Imag
 
 
 class SearchEngine:
-    """The served galleries; [`search`] runs a query. Models load once; a query never changes shared state.
+    """The served galleries; [`search`] runs a query. Models load once; a query never changes shared state (apart
+    from the CompoDiff pipelines' text-encoding caches, which the engine turns on with `APP_TEXT_CACHE_SIZE`
+    entries: a cached text gives the encoding the text encoder would).
 
     Example:
 
@@ -242,6 +248,11 @@ class SearchEngine:
         if len(self.galleries) != len(galleries):
             raise ValueError("Two galleries have the same name.")
         self.decoder = decoder
+        for gallery in galleries:
+            for served in gallery.served:
+                pipeline = getattr(served.model, "pipeline", None) if served.model.model_type == "compodiff" else None
+                if pipeline is not None and getattr(pipeline, "text_encoding_cache", False) is None:
+                    pipeline.enable_text_encoding_cache(APP_TEXT_CACHE_SIZE)
         if decoder is not None:
             from ..pipelines.unclip_decoding import decoder_embedding_dim
 

@@ -13,12 +13,14 @@ EXAMPLE = """example:
   hf-cir index --model path/to/lincir-model --images ~/Pictures --output pictures.index
   hf-cir index --model path/to/compodiff --images ~/Pictures --output pictures.index --faiss hnsw
   hf-cir index --model path/to/lincir-model --dataset my_images/ --image-column image --output my.index
+  hf-cir index --model path/to/lincir-model --dataset data/*.parquet --streaming --output my.index
   hf-cir index --model path/to/lincir-model --webdataset "shards/{00000..00099}.tar" --output laion.index \
       --num-workers 4 --embedding-dtype float16 --faiss ivf-pq --memory-budget 2GB
   accelerate launch --multi_gpu --num_processes 2 -m hf_cir index --device cpu --model ... (same options)
   hf-cir index --upgrade old.index          # convert an index of format 1 to format 2 in place
 
-Run the same command again after an interruption: finished images are not recomputed.
+Under accelerate launch each process embeds its own shards (shard i: process i mod N) and writes them itself.
+Run the same command again after an interruption: finished shards are not recomputed.
 --overwrite replaces only an earlier hf-cir index (never the images folder, a folder holding it, or other files).
 """
 
@@ -26,10 +28,12 @@ Run the same command again after an interruption: finished images are not recomp
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "index",
-        help="embed an image folder into a searchable index",
+        help="embed images (a folder, a datasets source, webdataset tars) into a searchable index",
         description=(
-            "Embed every image under --images (recursively) with --model and save the embeddings and paths to "
-            "--output. Unreadable, non-image and empty files are skipped and listed."
+            "Embed every image under --images (recursively), of a datasets source (--dataset, optionally "
+            "--streaming) or of webdataset tar shards (--webdataset) with --model, and save the embeddings and "
+            "metadata to --output. Images are decoded in --num-workers DataLoader workers. Unreadable, non-image "
+            "and empty inputs are skipped and listed."
         ),
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-column", default=None, help="--dataset: the image column (default: detected)")
     parser.add_argument("--id-column", default=None, help="--dataset: a column of unique ids (default: row number)")
     parser.add_argument("--split", default="train", help="--dataset: the split (default train)")
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="--dataset: read it as a stream (load_dataset(..., streaming=True)), shards of --save-every rows",
+    )
     parser.add_argument("--output", default=None, help="the index folder to write")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument(
@@ -88,6 +97,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("give --model and --output (and --images, --dataset or --webdataset), or --upgrade INDEX.")
     if args.upgrade is None and not (args.images or args.dataset or args.webdataset):
         raise ValueError("give the images: --images FOLDER, --dataset SOURCE or --webdataset PATTERN.")
+    if args.streaming and not args.dataset:
+        raise ValueError("--streaming reads a --dataset source as a stream; give --dataset SOURCE.")
     for option, value in (("--batch-size", args.batch_size), ("--save-every", args.save_every)):
         if value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}.")
@@ -121,7 +132,13 @@ def _source(args: argparse.Namespace):
         return WebDatasetSource(args.webdataset)
     if args.dataset:
         dataset = args.dataset[0] if len(args.dataset) == 1 else args.dataset
-        return DatasetSource(dataset, image_column=args.image_column, id_column=args.id_column, split=args.split)
+        return DatasetSource(
+            dataset,
+            image_column=args.image_column,
+            id_column=args.id_column,
+            split=args.split,
+            streaming=args.streaming,
+        )
     return args.images
 
 

@@ -12,12 +12,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..retrieval.embeddings import embed_images
+from ..retrieval.engine import ProcessGroup, UnitWork, run_units
 from ..retrieval.models import RetrievalModel
 from ..utils import atomic_file
 from .base import Benchmark, CIRQuery, EmbeddingTable
 
-__all__ = ["EvaluationResult", "default_cache_dir", "encode_benchmark_queries", "evaluate"]
+__all__ = ["EvaluationResult", "default_cache_dir", "embed_benchmark_images", "encode_benchmark_queries", "evaluate"]
 
 
 def default_cache_dir() -> Path:
@@ -89,6 +89,107 @@ def encode_benchmark_queries(
     return F.normalize(sums, dim=-1)
 
 
+CACHE_UNIT_SIZE = 1024
+
+
+class _CachedGallery(UnitWork):
+    """The benchmark's images through the embedding engine: units of `CACHE_UNIT_SIZE` images in `image_ids()` order,
+    each cached as `shard-{u:06d}.safetensors` (unnormalised float32 embeddings, their ids and the model's
+    fingerprint; the layout of earlier caches, whose shards are reused when they hold exactly a unit's ids) when there
+    is a cache folder. An unreadable image is an error (a benchmark's gallery is complete)."""
+
+    def __init__(self, model: RetrievalModel, benchmark: Benchmark, work_dir: Path | None, fingerprint: str):
+        self.model, self.benchmark, self.work_dir, self.fingerprint = model, benchmark, work_dir, fingerprint
+        self.ids = benchmark.image_ids()
+
+    def path(self, unit: int) -> Path:
+        return self.work_dir / f"shard-{unit:06d}.safetensors"
+
+    def rows(self, unit: int) -> list[str]:
+        return self.ids[unit * CACHE_UNIT_SIZE : (unit + 1) * CACHE_UNIT_SIZE]
+
+    def num_units(self) -> int:
+        return -(-len(self.ids) // CACHE_UNIT_SIZE)
+
+    def iter_units(self, wanted):
+        for unit in range(self.num_units()):
+            yield unit, (self.rows(unit) if wanted(unit) else None)
+
+    def committed(self, unit: int) -> dict | None:
+        from safetensors import SafetensorError, safe_open
+
+        if self.work_dir is None or not self.path(unit).is_file():
+            return None
+        try:
+            with safe_open(str(self.path(unit)), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                embeddings = handle.get_tensor("embeddings")
+            ids = json.loads(metadata["ids"])
+        except (SafetensorError, OSError, KeyError, ValueError):
+            return None  # unreadable or half-written elsewhere: computed again
+        if metadata.get("fingerprint") != self.fingerprint or ids != self.rows(unit) or len(embeddings) != len(ids):
+            return None
+        return {"embeddings": embeddings}
+
+    def prepare(self, image_id: str):
+        return self.benchmark.load_image(image_id)
+
+    def compute(self, unit, rows, batch):
+        for _, _, error in batch:
+            if error is not None:
+                raise error
+        images = [image for _, image, _ in batch]
+        embeddings = self.model.encode_images(images).detach().float().cpu()
+        if embeddings.shape[0] != len(images):
+            raise ValueError(f"The encoder returned {embeddings.shape[0]} embeddings for {len(images)} images.")
+        return embeddings
+
+    def write(self, unit, rows, results) -> dict:
+        from safetensors.torch import save
+
+        embeddings = torch.cat(results)
+        if self.work_dir is not None:
+            data = save(
+                {"embeddings": embeddings.contiguous()},
+                metadata={"ids": json.dumps(rows), "fingerprint": self.fingerprint},
+            )
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.path(unit), "wb") as handle:
+                handle.write(data)
+        return {"embeddings": embeddings}
+
+
+def embed_benchmark_images(
+    model: RetrievalModel,
+    benchmark: Benchmark,
+    work_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    show_progress: bool = True,
+) -> tuple[EmbeddingTable, int]:
+    """The unnormalised embeddings of every benchmark image, through the embedding engine, cached in `work_dir`.
+
+    Returns:
+        `(table of image_ids() -> embeddings, images embedded by this call)`.
+    """
+    work = _CachedGallery(
+        model, benchmark, Path(work_dir) if work_dir is not None else None, model.gallery_fingerprint()
+    )
+    run = run_units(
+        work,
+        ProcessGroup.single(),  # every process of a launched run evaluates the whole benchmark
+        batch_size=batch_size,
+        num_workers=num_workers,
+        show_progress=show_progress,
+        description=f"Embedding {benchmark.name} images",
+        progress_unit="img",
+    )
+    records = {**run.reused, **run.written}
+    chunks = [records[unit]["embeddings"] for unit in range(run.num_units)]
+    embeddings = torch.cat(chunks) if chunks else torch.empty(0, 0)
+    return EmbeddingTable(list(work.ids), embeddings), run.rows
+
+
 def _write_json(path: Path, data: Any) -> None:
     with atomic_file(path, "w") as handle:
         json.dump(data, handle, indent=1)
@@ -103,6 +204,7 @@ def evaluate(
     use_cache: bool = True,
     show_progress: bool = True,
     output_dir: str | os.PathLike | None = None,
+    num_workers: int = 0,
 ) -> EvaluationResult:
     """Evaluate `model` with `method` on `benchmark`.
 
@@ -121,6 +223,7 @@ def evaluate(
         show_progress: Progress bars.
         output_dir: Where to write `results_{benchmark}_{split}_{method}.json` and, on a test split, the
             benchmark's submission files, named per method (`cirr_test1_recall_{method}.json`, ...).
+        num_workers: DataLoader workers that open the benchmark's images.
 
     Example:
 
@@ -141,18 +244,7 @@ def evaluate(
         work_dir = (
             Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{benchmark.name}-{key}-{fingerprint}"
         )
-    embedded = embed_images(
-        model.encode_images,
-        image_ids,
-        benchmark.load_image,
-        work_dir=work_dir,
-        fingerprint=fingerprint,
-        batch_size=batch_size,
-        show_progress=show_progress,
-        skip_errors=False,
-        description=f"Embedding {benchmark.name} images",
-    )
-    images = EmbeddingTable(embedded.ids, embedded.embeddings)
+    images, computed = embed_benchmark_images(model, benchmark, work_dir, batch_size, num_workers, show_progress)
     queries = benchmark.queries()
     query_features = encode_benchmark_queries(model, queries, images, method, batch_size, show_progress)
     normalized = EmbeddingTable(images.ids, F.normalize(images.features, dim=-1))
@@ -165,7 +257,7 @@ def evaluate(
         metrics=metrics,
         num_queries=len(queries),
         num_images=len(image_ids),
-        computed_images=embedded.computed,
+        computed_images=computed,
     )
     if output_dir is not None:
         output_dir = Path(output_dir)

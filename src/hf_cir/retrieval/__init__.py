@@ -8,8 +8,6 @@ engine in `engine`, the index format v2 in `storage`.
 from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "EmbeddingResult": ".embeddings",
-    "embed_images": ".embeddings",
     "make_contact_sheet": ".grid",
     "save_contact_sheet": ".grid",
     "GalleryIndex": ".index",

@@ -1,16 +1,19 @@
 # Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
-"""The embedding engine: any gallery source, DataLoader workers, any number of processes, resumable shards.
+"""The embedding engine: work cut into units, DataLoader workers, any number of processes, resumable outputs.
 
-`hf-cir index`, [`GalleryIndex.build`] and `training/precompute_embeddings.py` embed images through this module.
+One unit runner ([`run_units`]) serves every embedding job of hf-cir: `hf-cir index` and [`GalleryIndex.build`]
+(gallery shards, [`embed_source`]), `training/precompute_embeddings.py` (CompoDiff's parquet chunks) and the
+benchmark evaluation (its gallery cache). A job is a [`UnitWork`]: units of rows, a per-row `prepare` (read, decode,
+preprocess), a per-batch `compute` and a per-unit `write`.
 
-- The source's units (see `hf_cir.retrieval.sources`) are split over processes deterministically: process `r` of
-  `n` embeds units `r, r + n, r + 2n, ...`. Under `accelerate launch` (GPUs, machines, or `--multi_gpu` on a CPU)
-  the processes are the launcher's; otherwise there is one.
-- Images are opened and preprocessed (the model's own image processor) in `num_workers` DataLoader workers, so the
-  model, not the decoding, sets the pace; batches never cross a unit, so the embeddings do not depend on the number
-  of processes or workers.
-- Each finished unit is written atomically as one shard of the index format v2 (`hf_cir.retrieval.storage`) and
-  committed by a small marker file; a rerun after a kill (of any process) skips the committed units.
+- Units are split over processes deterministically: process `r` of `n` runs units `r, r + n, r + 2n, ...`. Under
+  `accelerate launch` (GPUs, machines, or `--multi_gpu` on a CPU) the processes are the launcher's; otherwise
+  there is one. A stream (a `datasets.IterableDataset`) has no known number of units: every process reads it
+  through, keeps its own units and passes over the others without decoding them.
+- Rows are prepared in `num_workers` DataLoader workers, so the model, not the decoding, sets the pace; batches
+  never cross a unit, so the results do not depend on the number of processes or workers.
+- Each finished unit is written atomically and committed (a marker, or the output file itself); a rerun after a
+  kill (of any process) skips the committed units.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from ..utils import atomic_file
 from .sources import GalleryEntry, GallerySource
 from .storage import INDEX_VERSION, STORAGE_DTYPES, embeddings_shard_path, metadata_shard_path, write_shard
 
-__all__ = ["BUILD_NAME", "EmbeddingRun", "ProcessGroup", "embed_source"]
+__all__ = ["BUILD_NAME", "EmbeddingRun", "ProcessGroup", "UnitRun", "UnitWork", "embed_source", "run_units"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +47,8 @@ class ProcessGroup:
     """This process's rank among the processes embedding together (Accelerate's when launched by it).
 
     Args:
-        cpu: Force the CPU (gloo) backend even when accelerators are present (`--device cpu`).
+        cpu: Force the CPU (gloo) backend even when accelerators are present (`--device cpu`). An `Accelerator`
+            created earlier in the process is shared (its state is Accelerate's one `PartialState`).
     """
 
     def __init__(self, cpu: bool = False):
@@ -52,6 +57,13 @@ class ProcessGroup:
             from accelerate import PartialState
 
             self._state = PartialState(cpu=cpu)
+
+    @classmethod
+    def single(cls) -> ProcessGroup:
+        """This process alone, even under `accelerate launch` (for work every process does in full)."""
+        group = cls.__new__(cls)
+        group._state = None
+        return group
 
     @property
     def rank(self) -> int:
@@ -64,6 +76,10 @@ class ProcessGroup:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def owns(self, unit: int) -> bool:
+        """Whether `unit` is this process's (`unit mod world_size == rank`)."""
+        return unit % self.world_size == self.rank
 
     def barrier(self) -> None:
         if self._state is not None:
@@ -86,14 +102,176 @@ class ProcessGroup:
         return broadcast_object_list([value])[0]
 
 
+class UnitWork(ABC):
+    """A resumable job of [`run_units`]: units of rows, each prepared, computed in batches and written as one piece.
+
+    `prepare` runs in DataLoader workers (the work object is copied there); everything else in the calling process.
+    """
+
+    def num_units(self) -> int | None:
+        """How many units there are, or `None` when only reading the input through finds out (a stream)."""
+        return None
+
+    @abstractmethod
+    def iter_units(self, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list | None]]:
+        """Every unit in order as `(unit, rows)`; `rows` is `None` for a unit that is not `wanted` (not read)."""
+
+    @abstractmethod
+    def committed(self, unit: int) -> dict | None:
+        """The commit record of a finished unit, or `None` when it must be (re)computed."""
+
+    @abstractmethod
+    def prepare(self, row: Any) -> Any:
+        """Read, decode and preprocess one row (in a worker); an exception is handed to `compute` for that row."""
+
+    @abstractmethod
+    def compute(self, unit: int, rows: list, batch: list[tuple[int, Any, BaseException | None]]) -> Any:
+        """The result of one batch: `(position in the unit, prepared value or None, exception or None)` items."""
+
+    @abstractmethod
+    def write(self, unit: int, rows: list, results: list) -> dict:
+        """Write and commit `unit` atomically from its batches' results; return its commit record."""
+
+
+@dataclass
+class UnitRun:
+    """What [`run_units`] did on this process: the units it wrote now, those committed earlier, and the unit count."""
+
+    written: dict[int, dict] = field(default_factory=dict)
+    reused: dict[int, dict] = field(default_factory=dict)
+    num_units: int = 0
+    rows: int = 0
+
+
+class _PreparedRows(torch.utils.data.Dataset):
+    """`(unit, position, row) -> (unit, position, prepared value or None, exception or None)`; runs in workers."""
+
+    def __init__(self, work: UnitWork):
+        self.work = work
+
+    def __getitem__(self, index: tuple[int, int, Any]):
+        unit, position, row = index
+        if position < 0:  # an empty unit: nothing to prepare
+            return unit, position, None, None
+        try:
+            return unit, position, self.work.prepare(row), None
+        except Exception as error:  # handed to `compute`, per row
+            return unit, position, None, error
+
+    def __len__(self) -> int:  # pragma: no cover - only the batch sampler indexes it
+        raise TypeError("indexed by (unit, position, row)")
+
+
+def _collate(samples):
+    return samples
+
+
+class _UnitBatches(torch.utils.data.Sampler):
+    """Batches of `(unit, position, row)` that never cross a unit; each unit's rows are kept for the caller."""
+
+    def __init__(self, work: UnitWork, wanted: Callable[[int], bool], batch_size: int, rows: dict[int, list]):
+        self.work, self.wanted, self.batch_size, self.rows = work, wanted, batch_size, rows
+        self.num_units = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, Any]]]:
+        for unit, rows in self.work.iter_units(self.wanted):
+            self.num_units = unit + 1
+            if rows is None:
+                continue
+            self.rows[unit] = rows
+            if not rows:
+                yield [(unit, -1, None)]
+            for start in range(0, len(rows), self.batch_size):
+                yield [(unit, p, rows[p]) for p in range(start, min(start + self.batch_size, len(rows)))]
+
+    def __len__(self) -> int:  # pragma: no cover
+        raise TypeError("unknown length")
+
+
+def check_positive_integers(**values: tuple[Any, int]) -> None:
+    """`name=(value, lowest allowed)`: each value an integer (not a bool) no lower than its bound."""
+    for name, (value, low) in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+
+
+def run_units(
+    work: UnitWork,
+    group: ProcessGroup,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    show_progress: bool = False,
+    description: str = "Embedding",
+    progress_unit: str = "row",
+) -> UnitRun:
+    """Run this process's uncommitted units of `work` (see the module docstring); every process calls it.
+
+    Args:
+        work: The job.
+        group: The processes running it together.
+        batch_size: Rows per `compute` call (batches never cross a unit).
+        num_workers: DataLoader workers running `work.prepare` (0: in this process).
+        show_progress: Show a progress bar (main process).
+    """
+    from tqdm.auto import tqdm
+
+    check_positive_integers(batch_size=(batch_size, 1), num_workers=(num_workers, 0))
+    run = UnitRun()
+
+    def uncommitted(unit: int) -> bool:
+        if not group.owns(unit):
+            return False
+        record = work.committed(unit)
+        if record is not None:
+            run.reused[unit] = record
+            return False
+        return True
+
+    wanted = uncommitted
+    total = work.num_units()
+    if total is not None:  # committed units are looked up once, and nothing starts when all are done
+        todo = {unit for unit in range(total) if uncommitted(unit)}
+        run.num_units = total
+        if not todo:
+            return run
+        wanted = todo.__contains__
+    rows: dict[int, list] = {}
+    sampler = _UnitBatches(work, wanted, batch_size, rows)
+    loader = torch.utils.data.DataLoader(
+        _PreparedRows(work), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate
+    )
+    progress = tqdm(desc=description, unit=progress_unit, disable=not (show_progress and group.is_main))
+    current: int | None = None
+    results: list = []
+    try:
+        for batch in loader:
+            unit = batch[0][0]
+            if current is not None and unit != current:
+                run.written[current] = work.write(current, rows.pop(current), results)
+                results = []
+            current = unit
+            items = [(position, value, error) for _, position, value, error in batch if position >= 0]
+            if items:
+                results.append(work.compute(unit, rows[unit], items))
+                run.rows += len(items)
+            progress.update(len(items))
+        if current is not None:
+            run.written[current] = work.write(current, rows.pop(current), results)
+    finally:
+        progress.close()
+    run.num_units = max(run.num_units, sampler.num_units)
+    return run
+
+
 @dataclass
 class EmbeddingRun:
-    """What one process did: images embedded now, units done now or earlier, and unreadable images."""
+    """What one process did: images embedded now, units done now or earlier, unreadable images, and the unit count."""
 
     computed: int = 0
     units_written: list[int] = field(default_factory=list)
     units_reused: list[int] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    num_units: int = 0
 
 
 def unit_marker_path(work_dir: Path, unit: int) -> Path:
@@ -112,54 +290,8 @@ def read_unit_marker(work_dir: Path, unit: int) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("count"), int) else None
 
 
-class _UnitImages(torch.utils.data.Dataset):
-    """`(unit, position) -> (unit, position, pixel values or image or None, error or None)`; runs in workers."""
-
-    def __init__(self, source: GallerySource, unit_size: int, preprocess: Callable | None):
-        self.source, self.unit_size, self.preprocess = source, unit_size, preprocess
-        self._unit, self._entries = None, []
-
-    def entries(self, unit: int) -> list[GalleryEntry]:
-        if unit != self._unit:
-            self._unit, self._entries = unit, self.source.entries(unit, self.unit_size)
-        return self._entries
-
-    def __getitem__(self, index: tuple[int, int]):
-        unit, position = index
-        if position < 0:  # an empty unit: nothing to open
-            return unit, position, None, None
-        try:
-            image = self.source.open(self.entries(unit)[position].payload)
-            value = self.preprocess([image])[0] if self.preprocess is not None else image
-            return unit, position, value, None
-        except Exception as error:  # reported per image
-            return unit, position, None, f"{type(error).__name__}: {error}"
-
-    def __len__(self) -> int:  # pragma: no cover - only the batch sampler indexes it
-        raise TypeError("indexed by (unit, position)")
-
-
-def _collate(samples):
-    return samples
-
-
-class _UnitBatches(torch.utils.data.Sampler):
-    """Batches of `(unit, position)` that never cross a unit; the entries of each unit are kept for the caller."""
-
-    def __init__(self, images: _UnitImages, units: list[int], batch_size: int, entries: dict[int, list]):
-        self.images, self.units, self.batch_size, self.entries = images, units, batch_size, entries
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for unit in self.units:
-            entries = self.images.source.entries(unit, self.images.unit_size)
-            self.entries[unit] = entries
-            if not entries:
-                yield [(unit, -1)]
-            for start in range(0, len(entries), self.batch_size):
-                yield [(unit, p) for p in range(start, min(start + self.batch_size, len(entries)))]
-
-    def __len__(self) -> int:  # pragma: no cover
-        raise TypeError("unknown length")
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _metadata_table(source: GallerySource, entries: list[GalleryEntry], kept: list[int], norms: np.ndarray):
@@ -168,6 +300,58 @@ def _metadata_table(source: GallerySource, entries: list[GalleryEntry], kept: li
     schema = pa.schema([("id", pa.string()), ("norm", pa.float32()), *source.metadata_schema()])
     columns = {name: [entries[i].metadata.get(name) for i in kept] for name in schema.names[2:]}
     return pa.table({"id": [entries[i].id for i in kept], "norm": norms.astype(np.float32), **columns}, schema=schema)
+
+
+class _GalleryShards(UnitWork):
+    """Gallery images -> index shards (format v2) with a commit marker per unit; unreadable images are listed."""
+
+    def __init__(self, model, source: GallerySource, work_dir: Path, unit_size: int, dtype: str):
+        self.model, self.source, self.work_dir, self.unit_size, self.dtype = model, source, work_dir, unit_size, dtype
+        self.preprocess = model.image_preprocessor()
+
+    def num_units(self) -> int | None:
+        return self.source.num_units(self.unit_size)
+
+    def iter_units(self, wanted):
+        return self.source.iter_units(self.unit_size, wanted)
+
+    def committed(self, unit: int) -> dict | None:
+        return read_unit_marker(self.work_dir, unit)
+
+    def prepare(self, row: GalleryEntry):
+        image = self.source.open(row.payload)
+        return self.preprocess([image])[0] if self.preprocess is not None else image
+
+    def compute(self, unit, rows, batch):
+        good = [(position, value) for position, value, error in batch if error is None]
+        skipped = {rows[position].id: describe_error(error) for position, _, error in batch if error is not None}
+        if not good:
+            return [], None, skipped
+        values = [value for _, value in good]
+        if self.preprocess is not None:
+            embeddings = self.model.encode_pixel_values(torch.stack(values))
+        else:
+            embeddings = self.model.encode_images(values)
+        embeddings = embeddings.detach().float().cpu()
+        if embeddings.shape != (len(values), self.model.embedding_dim):
+            raise ValueError(
+                f"The encoder returned embeddings of shape {tuple(embeddings.shape)} for {len(values)} images."
+            )
+        return [position for position, _ in good], embeddings, skipped
+
+    def write(self, unit, rows, results) -> dict:
+        kept = [position for positions, _, _ in results for position in positions]
+        chunks = [embeddings for _, embeddings, _ in results if embeddings is not None]
+        skipped = {key: reason for _, _, part in results for key, reason in part.items()}
+        table = torch.cat(chunks) if chunks else torch.empty(0, self.model.embedding_dim)
+        norms = table.norm(dim=-1, keepdim=True)
+        normalised = (table / norms.clamp_min(1e-12)).numpy()
+        metadata = _metadata_table(self.source, rows, kept, norms[:, 0].numpy())
+        write_shard(self.work_dir, unit, normalised, metadata, self.dtype)
+        record = {"count": len(kept), "skipped": skipped}
+        with atomic_file(unit_marker_path(self.work_dir, unit), "w") as handle:
+            json.dump(record, handle)
+        return record
 
 
 def prepare_work_dir(work_dir: Path, identity: dict[str, Any]) -> None:
@@ -224,89 +408,16 @@ def embed_source(
         dtype: Storage dtype of the shards, `"float32"` or `"float16"`.
         show_progress: Show a progress bar (main process).
     """
-    from tqdm.auto import tqdm
-
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}.")
-    for name, value, low in (
-        ("batch_size", batch_size, 1),
-        ("unit_size", unit_size, 1),
-        ("num_workers", num_workers, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-    work_dir = Path(work_dir)
-    run = EmbeddingRun()
-    mine = [u for u in range(source.num_units(unit_size)) if u % group.world_size == group.rank]
-    todo = []
-    for unit in mine:
-        record = read_unit_marker(work_dir, unit)
-        if record is None:
-            todo.append(unit)
-        else:
-            run.units_reused.append(unit)
-            run.skipped.update(record.get("skipped", {}))
-    if not todo:
-        return run
-
-    preprocess = model.image_preprocessor()
-    images = _UnitImages(source, unit_size, preprocess)
-    entries: dict[int, list[GalleryEntry]] = {}
-    loader = torch.utils.data.DataLoader(
-        images,
-        batch_sampler=_UnitBatches(images, todo, batch_size, entries),
-        num_workers=num_workers,
-        collate_fn=_collate,
-    )
-    progress = tqdm(desc=description, unit="img", disable=not (show_progress and group.is_main))
-    current: int | None = None
-    kept: list[int] = []
-    chunks: list[torch.Tensor] = []
-    skipped: dict[str, str] = {}
-
-    def flush(unit: int) -> None:
-        unit_entries = entries.pop(unit)
-        table = torch.cat(chunks) if chunks else torch.empty(0, model.embedding_dim)
-        norms = table.norm(dim=-1, keepdim=True)
-        normalised = (table / norms.clamp_min(1e-12)).numpy()
-        write_shard(
-            work_dir, unit, normalised, _metadata_table(source, unit_entries, kept, norms[:, 0].numpy()), dtype
-        )
-        with atomic_file(unit_marker_path(work_dir, unit), "w") as handle:
-            json.dump({"count": len(kept), "skipped": skipped}, handle)
-        run.units_written.append(unit)
-        run.skipped.update(skipped)
-
-    try:
-        for batch in loader:
-            unit = batch[0][0]
-            if current is not None and unit != current:
-                flush(current)
-                kept, chunks, skipped = [], [], {}
-            current = unit
-            good = [(position, value) for _, position, value, error in batch if position >= 0 and error is None]
-            for _, position, _, error in batch:
-                if error is not None:
-                    skipped[entries[unit][position].id] = error
-            if good:
-                values = [value for _, value in good]
-                if preprocess is not None:
-                    embeddings = model.encode_pixel_values(torch.stack(values))
-                else:
-                    embeddings = model.encode_images(values)
-                embeddings = embeddings.detach().float().cpu()
-                if embeddings.shape != (len(values), model.embedding_dim):
-                    raise ValueError(
-                        f"The encoder returned embeddings of shape {tuple(embeddings.shape)} for {len(values)} images."
-                    )
-                kept.extend(position for position, _ in good)
-                chunks.append(embeddings)
-                run.computed += len(values)
-            progress.update(sum(1 for _, position, _, _ in batch if position >= 0))
-        if current is not None:
-            flush(current)
-    finally:
-        progress.close()
+    check_positive_integers(batch_size=(batch_size, 1), unit_size=(unit_size, 1), num_workers=(num_workers, 0))
+    work = _GalleryShards(model, source, Path(work_dir), unit_size, dtype)
+    done = run_units(work, group, batch_size, num_workers, show_progress, description, progress_unit="img")
+    run = EmbeddingRun(units_written=sorted(done.written), units_reused=sorted(done.reused), num_units=done.num_units)
+    for unit in sorted({**done.reused, **done.written}):
+        record = done.written.get(unit, done.reused.get(unit))
+        run.skipped.update(record.get("skipped", {}))
+    run.computed = sum(record["count"] for record in done.written.values())
     return run
 
 
@@ -424,8 +535,10 @@ def build_index_folder(
         model, source, work_dir, group, unit_size, batch_size, num_workers, dtype, show_progress, description
     )
     computed = sum(group.gather(run.computed))
-    group.barrier()
-    num_units = source.num_units(unit_size)
+    counts = set(group.gather(run.num_units))  # a stream's count is known once every process has read it through
+    if len(counts) != 1:
+        raise RuntimeError(f"The processes found different numbers of units in the source: {sorted(counts)}.")
+    num_units = counts.pop()
     records = [read_unit_marker(work_dir, unit) for unit in range(num_units)]
     missing = [unit for unit, record in enumerate(records) if record is None]
     if missing:

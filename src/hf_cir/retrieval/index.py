@@ -230,9 +230,9 @@ class GalleryIndex:
 
         Args:
             model: The model that embeds the images (and later the queries).
-            source: An image folder, a `datasets.Dataset` (or `DatasetDict`) with an image column, or a
-                `GallerySource` (`DatasetSource` for data files / saved datasets / Hub ids, `WebDatasetSource`
-                for tar shards).
+            source: An image folder, a `datasets.Dataset` (or `DatasetDict`) with an image column, a streaming
+                `datasets.IterableDataset` (shards of `save_every` consecutive rows), or a `GallerySource`
+                (`DatasetSource` for data files / saved datasets / Hub ids, `WebDatasetSource` for tar shards).
             output: The index folder to write.
             batch_size: Images per encoder call.
             save_every: Images per resumable shard (a webdataset shard is one tar).

@@ -2,7 +2,7 @@
 """Where gallery images come from: an image folder, any `datasets` source with an image column, webdataset tars.
 
 Every source lists its images in one deterministic order and splits them into *units*: contiguous runs of
-`unit_size` images (folders, datasets) or one tar file each (webdataset). A unit is the piece of work a process
+`unit_size` images (folders, datasets, streams) or one tar file each (webdataset). A unit is the piece of work a process
 embeds and the shard it writes, so any number of processes on any number of machines split the same units the same
 way, and a rerun skips finished units. Images are opened by [`GallerySource.open`], which runs in DataLoader
 workers.
@@ -13,6 +13,12 @@ workers.
   metadata = the row number, the image's path, and the scalar columns (caption, url, ...).
 - [`WebDatasetSource`]: tar shards as img2dataset writes them (`{key}.jpg`, `{key}.txt`, `{key}.json`), given as a
   brace pattern such as `"shards/{00000..00099}.tar"`; id = the sample key; metadata = key, shard, caption, url.
+  Tars are read with `tarfile`, not `datasets.load_dataset("webdataset", ...)`: that builder refuses a shard whose
+  samples differ in their members (`ValueError: ... don't share the same prefix or the same types`, e.g. a `.png`
+  next to a `.jpg`; checked with datasets 5.2) and decodes images in the reading process, where reading members by
+  offset keeps one unit per tar and lets DataLoader workers decode any sample.
+- A streaming `datasets.IterableDataset` (`DatasetSource(..., streaming=True)`): units of `unit_size` consecutive
+  rows, cut as the stream is read; the ids and metadata are those of the same dataset loaded whole.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,12 +75,17 @@ class GallerySource(ABC):
         """A small JSON description (stored in the manifest; identifies the source when a build resumes)."""
 
     @abstractmethod
-    def num_units(self, unit_size: int) -> int:
-        """How many units the source has."""
+    def num_units(self, unit_size: int) -> int | None:
+        """How many units the source has (`None` for a stream: reading it through finds out)."""
 
     @abstractmethod
     def entries(self, unit: int, unit_size: int) -> list[GalleryEntry]:
         """The images of `unit`, in order."""
+
+    def iter_units(self, unit_size: int, wanted) -> Iterator[tuple[int, list[GalleryEntry] | None]]:
+        """Every unit in order as `(unit, entries)`, with `entries=None` where `wanted(unit)` is false."""
+        for unit in range(self.num_units(unit_size)):
+            yield unit, (self.entries(unit, unit_size) if wanted(unit) else None)
 
     @abstractmethod
     def open(self, payload: Any) -> Image.Image:
@@ -126,15 +138,18 @@ class ImageFolderSource(GallerySource):
         return dict(self._others)
 
 
-def load_image_dataset(source: Any, split: str = "train", cache_dir: str | None = None):
-    """A `datasets.Dataset` from a dataset object, a folder, data files or a Hub id, through `datasets` itself.
+def load_image_dataset(source: Any, split: str = "train", cache_dir: str | None = None, streaming: bool = False):
+    """A `datasets` dataset from a dataset object, a folder, data files or a Hub id, through `datasets` itself.
 
-    - a `Dataset` is used as is; a `DatasetDict` gives its `split`;
+    - a `Dataset` or `IterableDataset` is used as is; a `DatasetDict` (or `IterableDatasetDict`) gives its `split`;
     - a `save_to_disk` folder goes through `datasets.load_from_disk`;
     - any other folder through `datasets.load_dataset(folder)` (an image folder with `metadata.jsonl` or
       `metadata.csv`, Parquet / Arrow / CSV / JSON files: `datasets` recognises the layout);
     - a file or a list of files through the builder of their extension (`.parquet`, `.arrow`, `.csv`, `.json`);
     - anything else is a Hub dataset id.
+
+    With `streaming=True` a loaded source is an `IterableDataset` (`load_dataset(..., streaming=True)`; a saved
+    dataset through `to_iterable_dataset`).
 
     Example:
 
@@ -148,41 +163,39 @@ def load_image_dataset(source: Any, split: str = "train", cache_dir: str | None 
     """
     import datasets
 
-    if isinstance(source, datasets.DatasetDict):
+    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in source:
             raise ValueError(f"`dataset` has no split {split!r}; it has {list(source)}.")
         return source[split]
     if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
-        if isinstance(source, datasets.IterableDataset):
-            raise ValueError(
-                "`dataset`: a streaming (iterable) dataset has no length to split into resumable shards; load it "
-                "without `streaming=True`, or write it to Parquet / webdataset shards first."
-            )
         return source
     files = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     paths = [Path(f) for f in files]
+    options = {"split": split, "cache_dir": cache_dir, "streaming": streaming}
     if len(paths) == 1 and paths[0].is_dir():
         path = paths[0]
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-            return load_image_dataset(datasets.load_from_disk(str(path)), split)
-        return datasets.load_dataset(str(path), split=split, cache_dir=cache_dir)
+            loaded = load_image_dataset(datasets.load_from_disk(str(path)), split)
+            return loaded.to_iterable_dataset() if streaming else loaded
+        return datasets.load_dataset(str(path), **options)
     if all(p.is_file() for p in paths):
         builders = {_DATA_FILE_BUILDERS.get(p.suffix.lower()) for p in paths}
         if None in builders or len(builders) != 1:
             raise ValueError(
                 f"`dataset`: files must all be one of {sorted(_DATA_FILE_BUILDERS)} (one kind); got {[str(p) for p in paths]}."
             )
-        return datasets.load_dataset(
-            builders.pop(), data_files={split: [str(p) for p in paths]}, split=split, cache_dir=cache_dir
-        )
+        return datasets.load_dataset(builders.pop(), data_files={split: [str(p) for p in paths]}, **options)
     missing = [str(p) for p in paths if not p.exists()]
     if len(files) == 1 and not str(files[0]).startswith((".", "/", "~")) and str(files[0]).count("/") <= 1:
-        return datasets.load_dataset(str(files[0]), split=split, cache_dir=cache_dir)
+        return datasets.load_dataset(str(files[0]), **options)
     raise FileNotFoundError(f"`dataset`: no such file or folder: {', '.join(missing)}.")
 
 
 class DatasetSource(GallerySource):
     """The rows of a `datasets.Dataset` with an image column (an `Image` feature, or paths / `{"bytes", "path"}`).
+
+    A stream (a `datasets.IterableDataset`, or `streaming=True`) is cut into units of `unit_size` consecutive rows
+    as it is read; its number of units is known once it has been read through (see `hf_cir.retrieval.engine`).
 
     Args:
         dataset: A dataset, or anything [`load_image_dataset`] loads.
@@ -192,6 +205,7 @@ class DatasetSource(GallerySource):
             numbers, booleans) other than the image.
         image_root: Folder that relative image paths of a string column start from (default: the dataset folder).
         split: The split of a `DatasetDict` or of a folder / Hub dataset.
+        streaming: Read a folder, files or a Hub dataset as a stream (`load_dataset(..., streaming=True)`).
     """
 
     kind = "dataset"
@@ -205,6 +219,7 @@ class DatasetSource(GallerySource):
         image_root: str | os.PathLike | None = None,
         split: str = "train",
         cache_dir: str | None = None,
+        streaming: bool = False,
     ):
         import datasets
 
@@ -213,7 +228,10 @@ class DatasetSource(GallerySource):
             if isinstance(dataset, (str, os.PathLike)) and Path(dataset).exists()
             else (dataset if isinstance(dataset, str) else None)
         )
-        loaded = load_image_dataset(dataset, split=split, cache_dir=cache_dir)
+        loaded = load_image_dataset(dataset, split=split, cache_dir=cache_dir, streaming=streaming)
+        self.streaming = isinstance(loaded, datasets.IterableDataset)
+        if self.streaming and loaded.features is None:  # e.g. JSON lines: the first rows tell
+            loaded = loaded._resolve_features()
         features = loaded.features
         if image_column is None:
             image_column = next((n for n, f in features.items() if isinstance(f, datasets.Image)), None)
@@ -246,12 +264,34 @@ class DatasetSource(GallerySource):
         self._root = (
             Path(image_root).resolve() if image_root is not None else local if local and local.is_dir() else None
         )
+        self._first_row = self._first_row_digest() if self.streaming else None
+
+    def _first_row_digest(self) -> str:
+        """A digest of the stream's first image (part of a stream's identity, since a stream has no fingerprint)."""
+        import hashlib
+
+        first = next(iter(self.dataset.select_columns([self.image_column]).take(1)), None)
+        if first is None:
+            raise ValueError(f"`dataset`: {self.origin or 'the stream'} has no rows.")
+        image = first[self.image_column]
+        data = image.get("bytes") or image.get("path") if isinstance(image, dict) else image
+        return hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).hexdigest()[:16]
 
     @property
     def root(self) -> Path | None:
         return self._root
 
     def describe(self) -> dict[str, Any]:
+        if self.streaming:
+            return {
+                "kind": self.kind,
+                "dataset": self.origin,
+                "streaming": True,
+                "features": self.dataset.features.to_dict(),
+                "first_image": self._first_row,
+                "image_column": self.image_column,
+                "id_column": self.id_column,
+            }
         fingerprint = getattr(self.dataset, "_fingerprint", None)
         return {
             "kind": self.kind,
@@ -262,8 +302,8 @@ class DatasetSource(GallerySource):
             "count": self.dataset.num_rows,
         }
 
-    def num_units(self, unit_size: int) -> int:
-        return -(-self.dataset.num_rows // unit_size)
+    def num_units(self, unit_size: int) -> int | None:
+        return None if self.streaming else -(-self.dataset.num_rows // unit_size)
 
     def _relative(self, path: str | None) -> str | None:
         if not path:
@@ -276,24 +316,50 @@ class DatasetSource(GallerySource):
         except ValueError:  # outside the root: not stored as a path
             return None
 
+    def _columns(self) -> list[str]:
+        return list(
+            dict.fromkeys([self.image_column, *([self.id_column] if self.id_column else []), *self.metadata_columns])
+        )
+
+    def _entry(self, row: int, values: dict[str, Any], payload: Any) -> GalleryEntry:
+        image = values[self.image_column]
+        path = image.get("path") if isinstance(image, dict) else image
+        metadata = {"row": row, "path": self._relative(path)}
+        metadata.update({c: values[c] for c in self.metadata_columns})
+        identifier = str(values[self.id_column]) if self.id_column else str(row)
+        return GalleryEntry(identifier, payload, metadata)
+
     def entries(self, unit: int, unit_size: int) -> list[GalleryEntry]:
+        if self.streaming:
+            raise TypeError("a stream's units are read in order: use `iter_units`")
         start = unit * unit_size
         stop = min(start + unit_size, self.dataset.num_rows)
-        columns = [self.image_column, *([self.id_column] if self.id_column else []), *self.metadata_columns]
-        rows = self.dataset.select_columns(list(dict.fromkeys(columns)))[start:stop]
-        entries = []
-        for offset, image in enumerate(rows[self.image_column]):
-            row = start + offset
-            path = image.get("path") if isinstance(image, dict) else image
-            metadata = {"row": row, "path": self._relative(path)}
-            metadata.update({c: rows[c][offset] for c in self.metadata_columns})
-            identifier = str(rows[self.id_column][offset]) if self.id_column else str(row)
-            entries.append(GalleryEntry(identifier, row, metadata))
-        return entries
+        rows = self.dataset.select_columns(self._columns())[start:stop]
+        return [
+            self._entry(start + offset, {c: values[offset] for c, values in rows.items()}, start + offset)
+            for offset in range(stop - start)
+        ]
 
-    def open(self, payload: int) -> Image.Image:
-        value = self.dataset[payload][self.image_column]
-        name = f"row {payload}"
+    def iter_units(self, unit_size: int, wanted) -> Iterator[tuple[int, list[GalleryEntry] | None]]:
+        if not self.streaming:
+            yield from super().iter_units(unit_size, wanted)
+            return
+        unit, entries, keep, count = 0, [], False, 0
+        for row, values in enumerate(self.dataset.select_columns(self._columns())):
+            if count == 0:
+                keep = wanted(unit)
+            if keep:  # the image travels with the entry (a stream has no random access); others are passed over
+                entries.append(self._entry(row, values, (row, values[self.image_column])))
+            count += 1
+            if count == unit_size:
+                yield unit, (entries if keep else None)
+                unit, entries, count = unit + 1, [], 0
+        if count:
+            yield unit, (entries if keep else None)
+
+    def open(self, payload: int | tuple[int, Any]) -> Image.Image:
+        row, value = payload if isinstance(payload, tuple) else (payload, self.dataset[payload][self.image_column])
+        name = f"row {row}"
         if isinstance(value, dict):
             if value.get("bytes"):
                 return load_image(_decode_bytes(value["bytes"], name), name=name)
@@ -447,7 +513,9 @@ def as_gallery_source(source: Any, **kwargs) -> GallerySource:
     try:
         import datasets
 
-        if isinstance(source, (datasets.Dataset, datasets.DatasetDict, datasets.IterableDataset)):
+        if isinstance(
+            source, (datasets.Dataset, datasets.DatasetDict, datasets.IterableDataset, datasets.IterableDatasetDict)
+        ):
             kwargs.pop("exclude", None)
             return DatasetSource(source, **kwargs)
     except ImportError:  # pragma: no cover - datasets is a core dependency

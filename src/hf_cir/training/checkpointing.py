@@ -7,7 +7,7 @@ Layout of an output folder::
         training_run.json          # which run owns the folder (script and identifying arguments)
         checkpoint-200/            # complete checkpoints only: accelerator.save_state + training_state.json
         checkpoint-400/
-        .checkpoint-600.tmp/       # a checkpoint being written (or left by a killed process): never loaded
+        .checkpoint-600.tmp/       # a checkpoint being written (or left by a killed run): never loaded, removed by the next save
 
 A checkpoint is written into a hidden temporary folder, completed with `training_state.json`, and then renamed in
 one `os.replace`; `find_latest_checkpoint` only considers complete folders, so a process killed while writing can
@@ -177,6 +177,9 @@ def save_checkpoint(
         if total_limit is not None and total_limit > 0:
             for old in list_checkpoints(root)[:-total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # half-written by a killed run; never loaded
+            if stale.is_dir() and re.fullmatch(rf"\.{CHECKPOINT_PREFIX}\d+\.tmp", stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
@@ -199,16 +202,31 @@ def save_ema(ema, names: Iterable[str], directory: str | os.PathLike, name: str 
     save_file(tensors, str(Path(directory) / name), metadata=metadata)
 
 
-def load_ema(ema, names: Iterable[str], directory: str | os.PathLike, name: str = "ema.safetensors") -> None:
+def load_ema(
+    ema,
+    names: Iterable[str],
+    directory: str | os.PathLike,
+    name: str = "ema.safetensors",
+    legacy_names: Iterable[str] = (),
+) -> None:
     """Restore what `save_ema` wrote into `ema` through `EMAModel.from_pretrained` / `EMAModel.load_state_dict`
-    (the weights move to `ema`'s device)."""
+    (the weights move to `ema`'s device).
+
+    The format is read from what is on disk: a folder is an `EMAModel.save_pretrained` folder, a file is the
+    safetensors form (weights named like the module's parameters, counters as metadata). When `name` is absent, the
+    first of `legacy_names` present is read instead, so checkpoints written by an earlier hf-cir under another name
+    (e.g. CompoDiff's `ema_prior.safetensors` file before the EMA became a `save_pretrained` folder) still resume.
+    """
     from diffusers.training_utils import EMAModel
 
-    path = Path(directory) / name
-    if not path.exists():
+    candidates = [Path(directory) / name] + [Path(directory) / legacy for legacy in legacy_names]
+    path = next((candidate for candidate in candidates if candidate.exists()), None)
+    if path is None:
         raise FileNotFoundError(f"{directory} has no EMA weights ({name}); was the run started without --use_ema?")
     names = list(names)
-    if ema.model_cls is not None:
+    if path.is_dir():
+        if ema.model_cls is None:
+            raise ValueError(f"{path} is an EMAModel.save_pretrained folder, but this EMA tracks no diffusers model.")
         from diffusers.utils import logging as diffusers_logging
 
         verbosity = diffusers_logging.get_verbosity()
@@ -272,11 +290,13 @@ def register_checkpoint_hooks(
     submodule: str | None = None,
     ema=None,
     ema_weights_name: str | None = None,
+    legacy_ema_weights_names: tuple[str, ...] = (),
 ) -> None:
     """Make `accelerator.save_state`/`load_state` keep only the trained weights, as safetensors: the prepared
     model's `submodule` (e.g. LinCIR's `"phi"`; the whole model when `None`) in `weights_name`, and its EMA
     (`create_ema`) under `ema_weights_name` (`save_ema`: an `EMAModel.save_pretrained` folder for a diffusers model,
-    else a safetensors file). Frozen weights (e.g. CLIP towers) are not saved.
+    else a safetensors file). Frozen weights (e.g. CLIP towers) are not saved. On loading, an EMA saved by an earlier
+    hf-cir under one of `legacy_ema_weights_names` is read when `ema_weights_name` is absent (see `load_ema`).
 
     Example:
 
@@ -316,7 +336,8 @@ def register_checkpoint_hooks(
             module = trained(models.pop())
             module.load_state_dict(load_file(os.path.join(directory, weights_name)))
             if ema is not None:
-                load_ema(ema, [name for name, _ in module.named_parameters()], directory, ema_weights_name)
+                names = [name for name, _ in module.named_parameters()]
+                load_ema(ema, names, directory, ema_weights_name, legacy_names=legacy_ema_weights_names)
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)

@@ -121,6 +121,18 @@ def test_tokenizer_without_placeholder_is_an_error(processor, tiny_clip_dir):
         LinCIRProcessor(None, processor.tokenizer)
 
 
+def test_tokenizer_that_cannot_encode_the_placeholder_is_a_value_error(processor):
+    # A word-level `tokenizers` model without an unknown token raises a bare Exception for an unseen word.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"a": 0, "photo": 1}))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    closed = PreTrainedTokenizerFast(tokenizer_object=backend)
+    with pytest.raises(ValueError, match=r"cannot encode the placeholder '\$'"):
+        LinCIRProcessor(processor.image_processor, closed)
+
+
 def test_save_load_round_trip_and_auto_processor(processor, tmp_path):
     custom = LinCIRProcessor(processor.image_processor, processor.tokenizer, prompt_template="$ but {}")
     custom.save_pretrained(tmp_path)

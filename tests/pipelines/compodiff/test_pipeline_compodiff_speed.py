@@ -34,15 +34,18 @@ def quantized_linears(module):
 
 
 def test_interactive_preset_in_one_line(toy_pipe, image_embeds):
-    reference = sample(toy_pipe, image_embeds, num_inference_steps=3, num_samples_per_prompt=4)
+    preset = SAMPLING_PRESETS["interactive"]
+    steps, samples = preset["num_inference_steps"], preset["num_samples_per_prompt"]
+    reference = sample(toy_pipe, image_embeds)
     fp32 = CompoDiffPipeline(**toy_pipe.components)
     fp32.set_progress_bar_config(disable=True)
-    fp32.scheduler = DPMSolverMultistepScheduler.from_config(toy_pipe.scheduler.config)
-    expected = sample(fp32, image_embeds, num_inference_steps=3, num_samples_per_prompt=4)
+    fp32.scheduler = DPMSolverMultistepScheduler.from_config(toy_pipe.scheduler.config, **preset["scheduler_kwargs"])
+    expected = sample(fp32, image_embeds, num_inference_steps=steps, num_samples_per_prompt=samples)
 
     toy_pipe.apply_preset("interactive")
-    preset = SAMPLING_PRESETS["interactive"]
     assert type(toy_pipe.scheduler).__name__ == preset["scheduler"]
+    for key, value in preset["scheduler_kwargs"].items():
+        assert toy_pipe.scheduler.config[key] == value, key
     assert toy_pipe.default_num_inference_steps == preset["num_inference_steps"]
     assert toy_pipe.default_num_samples_per_prompt == preset["num_samples_per_prompt"]
     # int8 on a CPU: every linear layer of the repeated blocks, none outside them.
@@ -50,15 +53,26 @@ def test_interactive_preset_in_one_line(toy_pipe, image_embeds):
     assert len(quantized_linears(toy_pipe.prior.transformer_blocks)) == len(quantized_linears(toy_pipe.prior)) > blocks
     assert not quantized_linears(toy_pipe.prior.proj_out) and quantized_linears(toy_pipe.text_encoder)
     assert not quantized_linears(toy_pipe.image_encoder)  # stored gallery embeddings stay valid
+    # A bounded text cache: the negative prompt every query shares is encoded once.
+    assert toy_pipe.text_encoding_cache.max_entries == preset["text_encoding_cache"]
     fast = sample(toy_pipe, image_embeds)  # the preset's steps and samples
+    misses = toy_pipe.text_encoding_cache.misses
+    assert torch.equal(sample(toy_pipe, image_embeds), fast)  # cached encodings give the same query
+    assert toy_pipe.text_encoding_cache.misses == misses and toy_pipe.text_encoding_cache.hits > 0
     assert torch.isfinite(fast).all()
     # int8 changes the numbers a little, not the answer: close to the float32 run of the same sampler ...
     assert torch.nn.functional.cosine_similarity(fast, expected).min() > 0.98
     assert not torch.equal(fast, expected)
     # ... and explicit arguments still win over the preset's defaults.
     assert sample(toy_pipe, image_embeds, num_samples_per_prompt=1).shape == reference.shape
-    assert toy_pipe.num_timesteps == preset["num_inference_steps"]
-    assert not torch.equal(sample(toy_pipe, image_embeds, num_inference_steps=5), fast)
+    assert toy_pipe.num_timesteps == steps
+    assert not torch.equal(sample(toy_pipe, image_embeds, num_inference_steps=steps + 1), fast)
+
+
+def test_interactive_preset_keeps_a_cache_the_user_turned_on(toy_pipe):
+    mine = toy_pipe.enable_text_encoding_cache(8)
+    toy_pipe.apply_preset("interactive")
+    assert toy_pipe.text_encoding_cache is mine and mine.max_entries == 8
 
 
 def test_default_call_is_unchanged_by_the_new_defaults(toy_pipe, image_embeds):

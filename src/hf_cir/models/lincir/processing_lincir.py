@@ -26,8 +26,8 @@ def get_placeholder_token_id(tokenizer, placeholder_token: str = PLACEHOLDER_TOK
     """The id `tokenizer` gives `placeholder_token` when it stands as a word in a text.
 
     Raises:
-        ValueError: the tokenizer splits the placeholder into several tokens, maps it to its unknown token, or gives it
-            another id inside a sentence than alone.
+        ValueError: the tokenizer cannot encode the placeholder, splits it into several tokens, maps it to its unknown
+            token, or gives it another id inside a sentence than alone.
 
     Example:
 
@@ -39,9 +39,16 @@ def get_placeholder_token_id(tokenizer, placeholder_token: str = PLACEHOLDER_TOK
     2
     ```
     """
-    ids = tokenizer(placeholder_token, add_special_tokens=False)["input_ids"]
-    # Between other words (here: itself, so that closed word-level vocabularies work too) it must keep its id.
-    in_text = tokenizer(f"{placeholder_token} {placeholder_token}", add_special_tokens=False)["input_ids"]
+    try:
+        ids = tokenizer(placeholder_token, add_special_tokens=False)["input_ids"]
+        # Between other words (here: itself, so that closed word-level vocabularies work too) it must keep its id.
+        in_text = tokenizer(f"{placeholder_token} {placeholder_token}", add_special_tokens=False)["input_ids"]
+    except Exception as error:  # e.g. a word-level `tokenizers` model without an unknown token raises a bare Exception
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}, {getattr(tokenizer, 'name_or_path', '')!r}) cannot encode the "
+            f"placeholder {placeholder_token!r}: {error}. LinCIR needs a tokenizer whose vocabulary holds the "
+            "placeholder as one word, like the CLIP tokenizer for '$'."
+        ) from error
     unk = tokenizer.unk_token_id
     if len(ids) != 1 or in_text != ids * 2:
         raise ValueError(
