@@ -28,7 +28,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchutils import format_table, machine_description, measure, parse_dtype, synchronize, write_json  # noqa: E402
+from benchutils import (  # noqa: E402
+    format_table,
+    machine_description,
+    measure,
+    parse_batch_configs,
+    parse_dtype,
+    synchronize,
+    write_json,
+)
 
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer, CompoDiffScheduler  # noqa: E402
 
@@ -162,12 +170,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        configs = [tuple(int(part) for part in config.lower().split("x")) for config in args.configs]
-        if any(len(config) != 2 or min(config) < 1 for config in configs):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--configs must look like 1x4 (batch x samples), got {args.configs}")
+    configs = parse_batch_configs(parser, args.configs)
     dtypes = [parse_dtype(name) for name in args.dtypes]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is available")

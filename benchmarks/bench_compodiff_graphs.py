@@ -33,7 +33,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_compodiff import build_pipeline, make_conditions  # noqa: E402
-from benchutils import format_table, machine_description, measure, parse_dtype, synchronize, write_json  # noqa: E402
+from benchutils import (  # noqa: E402
+    format_table,
+    machine_description,
+    measure,
+    parse_batch_configs,
+    parse_dtype,
+    synchronize,
+    write_json,
+)
 
 from hf_cir.pipelines.compodiff.captured_sampling import CapturedSamplingLoop  # noqa: E402
 
@@ -95,12 +103,7 @@ def main(argv=None) -> dict:
         args.size, args.repeats, args.steps = "tiny", 2, 4
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is available (use --device cpu for a smoke run)")
-    try:
-        configs = [tuple(int(part) for part in config.lower().split("x")) for config in args.configs]
-        if any(len(config) != 2 or min(config) < 1 for config in configs):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--configs must look like 1x4 (batch x samples), got {args.configs}")
+    configs = parse_batch_configs(parser, args.configs)
     dtypes = [parse_dtype(name) for name in args.dtypes]
     if torch.float32 not in dtypes:
         dtypes.insert(0, torch.float32)  # the outputs are compared with float32's

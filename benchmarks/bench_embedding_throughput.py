@@ -11,6 +11,7 @@ Same run, same model, same images (JPEG files written once to a temporary folder
 the hardest case for it), 512 images of 256x256. Pass `--model` for a real checkpoint and `--device cuda` on a GPU.
 
     python benchmarks/bench_embedding_throughput.py
+    python benchmarks/bench_embedding_throughput.py --model random-vit-b32 --images 256 --batch-size 32
     python benchmarks/bench_embedding_throughput.py --model path/to/lincir --device cuda --images 4096
 """
 
@@ -33,13 +34,44 @@ from benchutils import format_table, machine_description, synchronize, write_jso
 from hf_cir.retrieval import load_retrieval_model  # noqa: E402
 from hf_cir.retrieval.engine import ProcessGroup, embed_source, prepare_work_dir  # noqa: E402
 from hf_cir.retrieval.sources import ImageFolderSource  # noqa: E402
+from hf_cir.toy import toy_checkpoint  # noqa: E402
+
+VIT_B32 = "random-vit-b32"
+
+
+def random_vit_b32_lincir(folder: Path) -> str:
+    """A LinCIR folder on a CLIP with a ViT-B/32-sized image tower (224 px, 12 x 768) and random weights, using the
+    toy tokenizer: a model whose image encoder costs what a real one does on this machine."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from hf_cir import LinCIRModel, LinCIRProcessor
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(toy_checkpoint("clip"))
+    text = {"vocab_size": len(tokenizer), "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12}
+    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+    config = CLIPConfig(
+        text_config={**text, "num_attention_heads": 8, "max_position_embeddings": 77},
+        vision_config={**vision, "image_size": 224, "patch_size": 32},
+        projection_dim=512,
+    )
+    CLIPModel(config).save_pretrained(folder / "clip")
+    tokenizer.save_pretrained(folder / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(
+        folder / "clip"
+    )
+    LinCIRModel.from_clip(folder / "clip").save_pretrained(folder / "lincir")
+    LinCIRProcessor.from_pretrained(folder / "clip").save_pretrained(folder / "lincir")
+    return str(folder / "lincir")
 
 
 def main() -> None:
-    from hf_cir.toy import toy_checkpoint
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(toy_checkpoint("lincir")))
+    parser.add_argument(
+        "--model",
+        default=str(toy_checkpoint("lincir")),
+        help=f"a LinCIR folder, or {VIT_B32!r}: a ViT-B/32-sized image tower with random weights (built in a temp dir)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--size", type=int, default=256)
@@ -48,6 +80,8 @@ def main() -> None:
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "embedding_throughput.json"))
     args = parser.parse_args()
 
+    if args.model == VIT_B32:
+        args.model = random_vit_b32_lincir(Path(tempfile.mkdtemp(prefix="hf-cir-vit-b32-")))
     model = load_retrieval_model(args.model, device=args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -176,3 +176,14 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in names:
         raise ValueError(f"Unknown dtype {name!r}; expected one of {', '.join(names)}.")
     return names[name]
+
+
+def parse_batch_configs(parser, configs: Sequence[str]) -> list[tuple[int, int]]:
+    """`["1x4", "32x2"]` -> `[(1, 4), (32, 2)]` (batch x samples per prompt); a malformed one is a usage error."""
+    try:
+        parsed = [tuple(int(part) for part in config.lower().split("x")) for config in configs]
+        if any(len(config) != 2 or min(config) < 1 for config in parsed):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--configs must look like 1x4 (batch x samples), got {list(configs)}")
+    return parsed

@@ -17,6 +17,7 @@ stopped.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate.logging import get_logger
-from safetensors.torch import save_file
+from safetensors.torch import save
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir.pipelines.compodiff import preprocess_mask
@@ -256,6 +257,11 @@ def embed_rows(args, encoders: Encoders, texts: dict[str, list], prepared: list[
     return out
 
 
+def prepare_dataset_row(args, dataset: datasets.Dataset, image_processor, row: int) -> dict[str, torch.Tensor]:
+    """Row `row` of `dataset` prepared in a DataLoader worker (what `EmbeddingChunks.preparer` sends there)."""
+    return prepare_row(args, dataset[row], row, image_processor)
+
+
 class EmbeddingChunks(UnitWork):
     """The engine's unit work of this script: unit `c` is rows `c * chunk_size ...`, written as
     `data/chunk-{c:06d}.parquet` (the chunk file itself commits it)."""
@@ -284,8 +290,8 @@ class EmbeddingChunks(UnitWork):
     def committed(self, chunk: int) -> dict | None:
         return {} if self.path(chunk).is_file() else None
 
-    def prepare(self, row: int) -> dict[str, torch.Tensor]:
-        return prepare_row(self.args, self.dataset[row], row, self.image_processor)
+    def preparer(self):
+        return functools.partial(prepare_dataset_row, self.args, self.dataset, self.image_processor)
 
     def compute(self, chunk, rows, batch):
         start = rows[batch[0][0]]
@@ -334,9 +340,8 @@ def write_chunk(path: Path, columns: dict, feature_spec: datasets.Features, dtyp
         for key, value in columns.items()
     }
     chunk = datasets.Dataset.from_dict(numpy_columns, features=feature_spec)
-    tmp = path.with_name(f".{path.name}.tmp")
-    chunk.to_parquet(str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as handle:  # the chunk file commits its unit: never seen half written
+        chunk.to_parquet(handle)
 
 
 def run_identity(args) -> dict:
@@ -415,7 +420,8 @@ def main(args):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         null_text = encoders.texts([""])
-        save_file({"null_text_embeds": null_text.contiguous()}, str(output_dir / NULL_TEXT_EMBEDS_NAME))
+        with atomic_file(output_dir / NULL_TEXT_EMBEDS_NAME, "wb") as handle:
+            handle.write(save({"null_text_embeds": null_text.contiguous()}))
         sources = encoder_sources(args)
         info = {
             "task": args.task,

@@ -88,3 +88,23 @@ def test_mask_from_strokes():
     mask = mask_from_strokes([first, second], (8, 8))
     assert mask.mode == "L" and mask.size == (8, 8)
     assert mask.getpixel((0, 0)) == 255 and mask.getpixel((7, 7)) == 255 and mask.getpixel((5, 1)) == 0
+
+
+def test_the_toy_default_takes_the_sampling_options(app_server, monkeypatch):
+    # `hf-cir app --preset interactive --num-inference-steps 4` (no --index): the served toy CompoDiff samples so.
+    import hf_cir.app.server
+    from hf_cir.cli import main
+
+    served = {}
+    monkeypatch.setattr(hf_cir.app.server, "launch_app", lambda engine, **kwargs: served.update(engine=engine))
+    argv = ["app", "--cache-dir", str(app_server.cache_dir), "--preset", "interactive", "--num-inference-steps", "4"]
+    assert main(argv) == 0
+    columns = served["engine"].gallery(None).columns
+    pipe = columns["compodiff"].served.model.pipeline
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"
+    assert served["engine"].sampling_defaults()["num_inference_steps"] == 4
+    assert served["engine"].sampling_defaults()["guidance_scale"] == 1.5  # the toy table's, not overridden
+    image_id = "large-green-star-top-dotted.png"
+    result = served["engine"].search(None, Query(text="make it red", reference_id=image_id, methods=["compodiff"]))
+    assert len(result["columns"]["compodiff"]["hits"]) > 0

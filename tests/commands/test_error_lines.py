@@ -544,6 +544,14 @@ CASES = [
     ),
     ("evaluate-model-required", "evaluate", lambda c: (["evaluate", "--benchmark", "cirr"], ["--model"])),
     (
+        "evaluate-negative-workers",
+        "evaluate",
+        lambda c: (
+            ["evaluate", "--model", c.lincir, "--benchmark", "toy", "--num-workers", -1],
+            ["--num-workers", "-1"],
+        ),
+    ),
+    (
         "evaluate-data-dir-required",
         "evaluate",
         lambda c: (["evaluate", "--model", c.lincir, "--benchmark", "cirr"], ["--data-dir"]),

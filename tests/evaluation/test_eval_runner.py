@@ -253,3 +253,12 @@ def test_cli_benchmark_options(capsys, lincir_dir, genecis_dir, tmp_path):
     assert code == 2 and "--benchmark-option" in err and "colour" in err
     code, _, err = run(capsys, *base, "--benchmark-option", "tasks")
     assert code == 2 and "expected KEY=VALUE" in err
+
+
+def test_cli_evaluate_with_a_worker_equals_the_direct_computation(capsys, lincir, lincir_dir, cirr_dir, tmp_path):
+    benchmark = get_benchmark("cirr", cirr_dir, split="val")
+    expected = benchmark.compute_metrics(*reversed(direct_lincir_features(lincir, benchmark)))
+    argv = ["evaluate", "--model", lincir_dir, "--benchmark", "cirr", "--data-dir", cirr_dir, "--num-workers", 1]
+    code, out, _ = run(capsys, *argv, "--no-cache", "--no-progress", "--json", "--output-dir", tmp_path / "out")
+    assert code == 0
+    assert json.loads(out)["results"][0]["metrics"] == pytest.approx(expected)

@@ -147,3 +147,19 @@ def test_dataset_errors(lincir_dir, tmp_path):
     empty.to_parquet(str(tmp_path / "empty.parquet"))
     with pytest.raises(ValueError, match="`dataset`: .*empty.parquet has no rows"):
         DatasetSource(str(tmp_path / "empty.parquet"), streaming=True)
+
+
+def test_what_workers_receive_is_picklable_and_holds_no_model(lincir, folder_index, tmp_path):
+    # Workers started by spawn or forkserver (macOS, Windows, Python 3.14 on Linux) get the preparer by pickling.
+    import pickle
+
+    from hf_cir.retrieval.engine import _GalleryShards
+    from hf_cir.retrieval.sources import ImageFolderSource
+
+    photos, _ = folder_index
+    source = ImageFolderSource(photos)
+    work = _GalleryShards(lincir, source, tmp_path / "work", unit_size=4, dtype="float32")
+    payload = pickle.dumps(work.preparer())
+    assert b"LinCIRModel" not in payload and b"CLIPTextModel" not in payload
+    row = source.entries(0, 4)[0]
+    assert torch.equal(pickle.loads(payload)(row), work.preparer()(row))

@@ -92,3 +92,40 @@ def test_interrupted_stream_resumes_its_committed_shards(lincir, tmp_path, monke
     )
     assert index.paths == whole.paths
     torch.testing.assert_close(index.embeddings, whole.embeddings, rtol=0, atol=1e-6)
+
+
+def test_a_stream_whose_files_changed_is_not_resumed(lincir, tmp_path, monkeypatch):
+    from hf_cir.retrieval.sources import DatasetSource
+
+    parquet = tmp_path / "gallery.parquet"
+    names = write_parquet_gallery(tmp_path / "photos", parquet)
+    output = tmp_path / "stream.index"
+    original = lincir._encode_pixels
+    calls = []
+
+    def crash_on_third_batch(pixel_values):
+        calls.append(len(pixel_values))
+        if crash and len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return original(pixel_values)
+
+    monkeypatch.setattr(lincir, "_encode_pixels", crash_on_third_batch)
+
+    def build():
+        source = DatasetSource(str(parquet), streaming=True)
+        return GalleryIndex.build(lincir, source, output, batch_size=2, save_every=2, show_progress=False)
+
+    crash = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build()
+    # The same first image, the other rows in another order: the committed second unit no longer holds them.
+    table = datasets.Dataset.from_parquet(str(parquet))
+    table.select([0, *range(len(table) - 1, 0, -1)]).to_parquet(str(parquet))
+    crash, calls[:] = False, []
+    index = build()
+    assert index.computed == len(names)  # started again, nothing reused
+    whole = GalleryIndex.build(
+        lincir, datasets.Dataset.from_parquet(str(parquet)), tmp_path / "whole.index", show_progress=False
+    )
+    assert index.paths == whole.paths
+    torch.testing.assert_close(index.embeddings, whole.embeddings, rtol=0, atol=1e-6)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,9 +228,11 @@ def mask_from_strokes(strokes: list[Image.Image], size: tuple[int, int]) -> Imag
 
 
 class SearchEngine:
-    """The served galleries; [`search`] runs a query. Models load once; a query never changes shared state (apart
-    from the CompoDiff pipelines' text-encoding caches, which the engine turns on with `APP_TEXT_CACHE_SIZE`
-    entries: a cached text gives the encoding the text encoder would).
+    """The served galleries; [`search`] runs a query. Models load once; a query never changes shared state apart
+    from the CompoDiff pipelines' text-encoding caches (turned on with `APP_TEXT_CACHE_SIZE` entries: a cached text
+    gives the text encoder's encoding, up to the rounding of another batch) and their schedulers' per-call state.
+    Queries that reach the models ([`search`], [`imagine`]) therefore run one at a time, whatever Gradio's
+    concurrency settings (each event has its own concurrency group there).
 
     Example:
 
@@ -248,6 +251,7 @@ class SearchEngine:
         if len(self.galleries) != len(galleries):
             raise ValueError("Two galleries have the same name.")
         self.decoder = decoder
+        self._models_lock = threading.RLock()
         for gallery in galleries:
             for served in gallery.served:
                 pipeline = getattr(served.model, "pipeline", None) if served.model.model_type == "compodiff" else None
@@ -401,6 +405,10 @@ class SearchEngine:
         (`"image encoder"`, `"stored"` for a gallery reference's stored embedding, `"none"`, with `", shared"` when an
         earlier column of the query computed it).
         """
+        with self._models_lock:
+            return self._search(gallery, query)
+
+    def _search(self, gallery: str | None, query: Query) -> dict[str, Any]:
         gallery_ = self.gallery(gallery)
         columns = self._check(gallery_, query)
         text = (query.text or "").strip()
@@ -499,6 +507,10 @@ class SearchEngine:
 
     def imagine(self, gallery: str | None, query: Query, **decoder_kwargs) -> tuple[Image.Image, dict[str, Any]]:
         """Decode CompoDiff's query embedding for `query` into a picture with the configured unCLIP decoder."""
+        with self._models_lock:
+            return self._imagine(gallery, query, **decoder_kwargs)
+
+    def _imagine(self, gallery: str | None, query: Query, **decoder_kwargs) -> tuple[Image.Image, dict[str, Any]]:
         from ..pipelines.unclip_decoding import decode_image_embeds
 
         if self.decoder is None:
@@ -544,9 +556,15 @@ def default_toy_folder() -> Path:
     return Path(cache) / "hf-cir" / "toy-gallery"
 
 
-def load_toy_engine(folder: str | os.PathLike | None = None, device: str | None = "cpu", decoder=None) -> SearchEngine:
+def load_toy_engine(
+    folder: str | os.PathLike | None = None,
+    device: str | None = "cpu",
+    decoder=None,
+    sampling: dict[str, Any] | None = None,
+) -> SearchEngine:
     """The embedded default: the toy gallery (written and indexed under `folder` on first use) with the shipped
-    toy LinCIR and CompoDiff, offline. CompoDiff samples with the toy table's settings.
+    toy LinCIR and CompoDiff, offline. CompoDiff samples with the toy table's guidance scales, overridden by
+    `sampling` (keywords of `load_retrieval_model`: `preset`, `scheduler`, `num_inference_steps`, ...).
 
     Example:
 
@@ -567,7 +585,9 @@ def load_toy_engine(folder: str | os.PathLike | None = None, device: str | None 
 
     models = {
         "lincir": load_retrieval_model(toy_checkpoint("lincir"), device=device),
-        "compodiff": load_retrieval_model(toy_checkpoint("compodiff"), device=device, **TOY_COMPODIFF_SAMPLING),
+        "compodiff": load_retrieval_model(
+            toy_checkpoint("compodiff"), device=device, **{**TOY_COMPODIFF_SAMPLING, **_clean(sampling or {})}
+        ),
     }
     toy = prepare_toy_gallery(folder if folder is not None else default_toy_folder(), models)
     served = [ServedIndex(name, GalleryIndex.load(path), models[name]) for name, path in toy.indexes.items()]

@@ -463,7 +463,8 @@ def launch_app(
 ):
     """Serve the page; only the galleries' image folders (and Gradio's own upload cache) are readable through it.
 
-    Queries wait in Gradio's queue and run `concurrency_limit` at a time (one by default: the models are shared).
+    Queries wait in Gradio's queue and run `concurrency_limit` at a time per event (one by default); whatever the
+    limit, the engine runs the model work of its queries one at a time (the models and their caches are shared).
     """
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=concurrency_limit)

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(
                     "--model needs --index: build an index with `hf-cir index` and serve it with --index."
                 )
-            engine = load_toy_engine(args.cache_dir, device=args.device or "cpu", decoder=decoder)
+            engine = load_toy_engine(
+                args.cache_dir, device=args.device or "cpu", decoder=decoder, sampling=sampling_from_args(args)
+            )
     except USER_ERRORS as error:
         return report_error("app", error)
     print(f"hf-cir app: serving the gallery {', '.join(engine.galleries)}", file=sys.stderr)

@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", default="eval_results", help="where results and submissions go")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="DataLoader workers that open and decode the benchmark's gallery images (default 0: this process)",
+    )
+    parser.add_argument(
         "--cache-dir", default=None, help="gallery embedding cache (default: $HF_HOME/hf_cir/embeddings)"
     )
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -105,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         benchmark_class = get_benchmark_class(args.benchmark)
+        if args.num_workers < 0:
+            raise ValueError(f"--num-workers must be 0 or more, got {args.num_workers}.")
     except ValueError as error:
         return report_error("evaluate", error)
     if args.model is None:
@@ -128,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 benchmark,
                 method=method,
                 batch_size=args.batch_size,
+                num_workers=args.num_workers,
                 cache_dir=args.cache_dir,
                 use_cache=not args.no_cache,
                 show_progress=not args.no_progress,

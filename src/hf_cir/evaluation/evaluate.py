@@ -131,8 +131,8 @@ class _CachedGallery(UnitWork):
             return None
         return {"embeddings": embeddings}
 
-    def prepare(self, image_id: str):
-        return self.benchmark.load_image(image_id)
+    def preparer(self):
+        return self.benchmark.load_image  # the benchmark's annotations and paths, not the model
 
     def compute(self, unit, rows, batch):
         for _, _, error in batch:

@@ -19,9 +19,11 @@ The index is chosen by [`plan_compressed_index`] from the gallery size and a mem
 - codes: `PQ{m}x4fs`, `m` 4-bit sub-quantisers (`m / 2` bytes) in faiss's SIMD fast-scan layout, plus the 8-byte
   id of each vector in its list; `m` is the largest divisor of the dimension among 16, 32, 48, 64, 96, 128, 192,
   256 whose codes and ids fit the budget (default budget: 1/16 of the float16 embeddings, plus the centroids).
-- search: `nprobe = max(16, nlist // 64)`, and `rerank = 250 * k` candidates (at least 1,000) re-scored exactly:
-  on clustered 768-d data the shortlist size, not `nprobe`, sets the recall (10M images, PQ128: recall@10 0.86 with
-  1,000 candidates, 0.96 with 2,500 at about 16 ms per query on 2 cores).
+- search: `nprobe = max(16, nlist // 64)` (16 up to 1,024 lists), and `rerank = 250 * k` candidates (at least 1,000,
+  at most `max(k, 10,000)`) re-scored exactly: on clustered 768-d data the shortlist size, not `nprobe`, sets the
+  recall (10M images, PQ128: recall@10 0.86 with 1,000 candidates, 0.96 with 2,500 at about 16 ms per query on 2
+  cores). An index keeps the settings it was built with (its `faiss.json`): indexes built before these defaults
+  re-rank `max(10 k, 100)` until `min_rerank` / `rerank_factor` there are raised.
 
 `benchmarks/bench_index_scale.py` measures these choices (bytes per vector, build time, recall@10 against exact
 search, ms per query). The index file is a plain faiss file (`faiss.read_index` opens it; `mmap=True` maps it), its
@@ -98,6 +100,7 @@ class CompressedIndexPlan:
     train_size: int
     bytes_per_vector: float
     memory_bytes: int
+    max_rerank: int = 10_000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -270,14 +273,17 @@ class CompressedIndex:
         self.settings["nprobe"] = value
 
     def shortlist_size(self, k: int, rerank: int | None = None) -> int:
+        """Candidates re-ranked for `k` results: `rerank`, or `max(rerank_factor * k, min_rerank)` capped at
+        `max(k, max_rerank)` (so a large `k` does not read hundreds of thousands of rows per query)."""
         if rerank is None:
             rerank = max(self.settings.get("rerank_factor", 10) * k, self.settings.get("min_rerank", 100))
+            rerank = min(rerank, max(k, self.settings.get("max_rerank", 10_000)))
         return int(min(max(rerank, k), self.ntotal))
 
     def search(self, queries: torch.Tensor, k: int = 10, rerank: int | None = None):
         """Scores and row indices `[B, k]` of the best rows for L2-normalised `queries` `[B, D]`, best first.
 
-        The `rerank` best approximate candidates (default `max(250 k, 1000)`) are re-scored exactly from the stored
+        The `rerank` best approximate candidates (default: [`shortlist_size`]) are re-scored exactly from the stored
         embeddings; missing slots (fewer candidates than `k`) hold index -1 and score `-inf`.
         """
         queries = torch.as_tensor(queries).float()

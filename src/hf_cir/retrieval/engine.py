@@ -3,8 +3,8 @@
 
 One unit runner ([`run_units`]) serves every embedding job of hf-cir: `hf-cir index` and [`GalleryIndex.build`]
 (gallery shards, [`embed_source`]), `training/precompute_embeddings.py` (CompoDiff's parquet chunks) and the
-benchmark evaluation (its gallery cache). A job is a [`UnitWork`]: units of rows, a per-row `prepare` (read, decode,
-preprocess), a per-batch `compute` and a per-unit `write`.
+benchmark evaluation (its gallery cache). A job is a [`UnitWork`]: units of rows, a picklable per-row `preparer`
+(read, decode, preprocess), a per-batch `compute` and a per-unit `write`.
 
 - Units are split over processes deterministically: process `r` of `n` runs units `r, r + n, r + 2n, ...`. Under
   `accelerate launch` (GPUs, machines, or `--multi_gpu` on a CPU) the processes are the launcher's; otherwise
@@ -18,6 +18,7 @@ preprocess), a per-batch `compute` and a per-unit `write`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -105,7 +106,8 @@ class ProcessGroup:
 class UnitWork(ABC):
     """A resumable job of [`run_units`]: units of rows, each prepared, computed in batches and written as one piece.
 
-    `prepare` runs in DataLoader workers (the work object is copied there); everything else in the calling process.
+    What `preparer` returns runs in DataLoader workers (it is copied there, so it holds what reading and
+    preprocessing need and never the model); everything else runs in the calling process.
     """
 
     def num_units(self) -> int | None:
@@ -121,8 +123,10 @@ class UnitWork(ABC):
         """The commit record of a finished unit, or `None` when it must be (re)computed."""
 
     @abstractmethod
-    def prepare(self, row: Any) -> Any:
-        """Read, decode and preprocess one row (in a worker); an exception is handed to `compute` for that row."""
+    def preparer(self) -> Callable[[Any], Any]:
+        """A picklable `row -> prepared value` that reads, decodes and preprocesses one row in a worker (an exception
+        it raises is handed to `compute` for that row). Workers may be started by spawn or forkserver (macOS,
+        Windows, Python 3.14 on Linux), which pickles it: keep models and accelerator state out of it."""
 
     @abstractmethod
     def compute(self, unit: int, rows: list, batch: list[tuple[int, Any, BaseException | None]]) -> Any:
@@ -146,15 +150,15 @@ class UnitRun:
 class _PreparedRows(torch.utils.data.Dataset):
     """`(unit, position, row) -> (unit, position, prepared value or None, exception or None)`; runs in workers."""
 
-    def __init__(self, work: UnitWork):
-        self.work = work
+    def __init__(self, prepare: Callable[[Any], Any]):
+        self.prepare = prepare
 
     def __getitem__(self, index: tuple[int, int, Any]):
         unit, position, row = index
         if position < 0:  # an empty unit: nothing to prepare
             return unit, position, None, None
         try:
-            return unit, position, self.work.prepare(row), None
+            return unit, position, self.prepare(row), None
         except Exception as error:  # handed to `compute`, per row
             return unit, position, None, error
 
@@ -210,7 +214,7 @@ def run_units(
         work: The job.
         group: The processes running it together.
         batch_size: Rows per `compute` call (batches never cross a unit).
-        num_workers: DataLoader workers running `work.prepare` (0: in this process).
+        num_workers: DataLoader workers running `work.preparer()` (0: in this process).
         show_progress: Show a progress bar (main process).
     """
     from tqdm.auto import tqdm
@@ -238,7 +242,7 @@ def run_units(
     rows: dict[int, list] = {}
     sampler = _UnitBatches(work, wanted, batch_size, rows)
     loader = torch.utils.data.DataLoader(
-        _PreparedRows(work), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate
+        _PreparedRows(work.preparer()), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate
     )
     progress = tqdm(desc=description, unit=progress_unit, disable=not (show_progress and group.is_main))
     current: int | None = None
@@ -302,6 +306,11 @@ def _metadata_table(source: GallerySource, entries: list[GalleryEntry], kept: li
     return pa.table({"id": [entries[i].id for i in kept], "norm": norms.astype(np.float32), **columns}, schema=schema)
 
 
+def _open_gallery_image(source: GallerySource, preprocess: Callable | None, row: GalleryEntry):
+    image = source.open(row.payload)
+    return preprocess([image])[0] if preprocess is not None else image
+
+
 class _GalleryShards(UnitWork):
     """Gallery images -> index shards (format v2) with a commit marker per unit; unreadable images are listed."""
 
@@ -318,9 +327,8 @@ class _GalleryShards(UnitWork):
     def committed(self, unit: int) -> dict | None:
         return read_unit_marker(self.work_dir, unit)
 
-    def prepare(self, row: GalleryEntry):
-        image = self.source.open(row.payload)
-        return self.preprocess([image])[0] if self.preprocess is not None else image
+    def preparer(self):
+        return functools.partial(_open_gallery_image, self.source, self.preprocess)
 
     def compute(self, unit, rows, batch):
         good = [(position, value) for position, value, error in batch if error is None]
@@ -570,10 +578,12 @@ def build_index_folder(
             "faiss": faiss_info,
         }
         write_manifest(work_dir, manifest)
-        shutil.rmtree(work_dir / UNITS_DIR)
-        (work_dir / BUILD_NAME).unlink()
         for leftover in list(work_dir.glob(".*.tmp")) + list(work_dir.glob("*/.*.tmp")):
             leftover.unlink()  # temporary files of a killed run (ours)
+        # Moved with its build records, then tidied: a kill in between leaves a complete index (whose extra
+        # `units/` and `build.json` nothing reads), never a finished build folder that a rerun would refuse.
         _move_into_place(work_dir, output)
+        shutil.rmtree(output / UNITS_DIR, ignore_errors=True)
+        (output / BUILD_NAME).unlink(missing_ok=True)
     group.barrier()
     return computed, skipped

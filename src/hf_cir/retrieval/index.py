@@ -55,7 +55,8 @@ INDEX_FOLDER_V2 = ArtefactKind(
     "hf-cir index",
     MANIFEST_NAME,
     lambda info: info.get("format") == INDEX_FORMAT,
-    entries=("embeddings", "metadata", "skipped.parquet", "faiss.index", "faiss.json"),
+    # `units` and the build record are left only by a build killed while tidying the moved folder (see the engine).
+    entries=("embeddings", "metadata", "skipped.parquet", "faiss.index", "faiss.json", "units", BUILD_NAME),
 )
 # A build's resumable shards (`INDEX.partial/`), removed when the build completes (format 1: shard files only).
 PARTIAL_FOLDER = ArtefactKind(
@@ -240,7 +241,8 @@ class GalleryIndex:
             faiss: Also build a faiss index: `"flat"`, `"ivf"`, `"hnsw"`, `"ivf-pq"` (compressed, re-ranked
                 exactly) or `"auto"` (exact search up to 100k images, else `"ivf-pq"`).
             overwrite: Replace an existing index at `output`.
-            faiss_kwargs: Extra arguments of the faiss index (`"ivf-pq"`: `m`, the PQ sub-quantisers).
+            faiss_kwargs: Extra arguments of the faiss index (`"ivf-pq"`: `m`, the PQ sub-quantisers, and `nlist`, the
+                inverted lists; see `hf_cir.retrieval.compressed.plan_compressed_index`).
             num_workers: DataLoader workers that open and preprocess the images.
             dtype: Storage dtype of the embeddings, `"float32"` or `"float16"`.
             memory_budget: Bytes (or `"4GB"`) the `"ivf-pq"` index may take in memory; sets its code size.

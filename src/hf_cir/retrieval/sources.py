@@ -228,6 +228,7 @@ class DatasetSource(GallerySource):
             if isinstance(dataset, (str, os.PathLike)) and Path(dataset).exists()
             else (dataset if isinstance(dataset, str) else None)
         )
+        self._local_files = _local_file_stats(dataset)
         loaded = load_image_dataset(dataset, split=split, cache_dir=cache_dir, streaming=streaming)
         self.streaming = isinstance(loaded, datasets.IterableDataset)
         if self.streaming and loaded.features is None:  # e.g. JSON lines: the first rows tell
@@ -267,7 +268,9 @@ class DatasetSource(GallerySource):
         self._first_row = self._first_row_digest() if self.streaming else None
 
     def _first_row_digest(self) -> str:
-        """A digest of the stream's first image (part of a stream's identity, since a stream has no fingerprint)."""
+        """A digest of the stream's first image (part of a stream's identity, since a stream has no fingerprint:
+        with its local files' sizes and modification times, and its features, it tells whether committed units of
+        an interrupted build still hold the rows the stream gives now; a Hub stream has only these and its name)."""
         import hashlib
 
         first = next(iter(self.dataset.select_columns([self.image_column]).take(1)), None)
@@ -289,6 +292,7 @@ class DatasetSource(GallerySource):
                 "streaming": True,
                 "features": self.dataset.features.to_dict(),
                 "first_image": self._first_row,
+                "local_files": self._local_files,
                 "image_column": self.image_column,
                 "id_column": self.id_column,
             }
@@ -376,6 +380,19 @@ class DatasetSource(GallerySource):
 
         own = datasets.Features({c: self.dataset.features[c] for c in self.metadata_columns}).arrow_schema
         return pa.schema([("row", pa.int64()), ("path", pa.string()), *own])
+
+
+def _local_file_stats(dataset: Any) -> list[list] | None:
+    """`[path, size, mtime_ns]` of each local file or folder named by `dataset` (a path or a list of paths; a folder
+    by its own entry, whose time changes when files are added or removed there), or `None` for anything else."""
+    paths = [dataset] if isinstance(dataset, (str, os.PathLike)) else dataset if isinstance(dataset, list) else None
+    if not paths or not all(isinstance(path, (str, os.PathLike)) and Path(path).exists() for path in paths):
+        return None
+    stats = []
+    for path in paths:
+        info = Path(path).stat()
+        stats.append([str(Path(path).resolve()), info.st_size if Path(path).is_file() else None, info.st_mtime_ns])
+    return stats
 
 
 def _decode_bytes(data: bytes, name: str) -> Image.Image:

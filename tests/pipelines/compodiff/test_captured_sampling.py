@@ -98,6 +98,8 @@ def test_eager_program_in_low_precision_draws_noise_as_the_scheduler_does(dtype)
         ordinary = sample(pipe)
         pipe.sampling_loop = CapturedSamplingLoop(backend="eager")
         assert torch.equal(sample(pipe), ordinary) and torch.equal(sample(pipe), ordinary)
+        # The program ran (no fallback to the ordinary loop): built once, then reused.
+        assert (pipe.sampling_loop.captures, pipe.sampling_loop.replays) == (1, 1), name
 
 
 def test_text_only_and_mask_and_images_per_prompt():
@@ -239,3 +241,15 @@ def test_cuda_graph_with_a_cuda_generator_and_the_global_generator():
         pipe.sampling_loop = CapturedSamplingLoop()
         for _ in range(3):
             torch.testing.assert_close(run(), ordinary, atol=1e-5, rtol=0)
+
+
+def test_autocast_runs_the_ordinary_loop_and_inference_mode_is_part_of_the_key(caplog):
+    pipe = make_pipe()
+    pipe.sampling_loop = CapturedSamplingLoop(backend="eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16), caplog.at_level("INFO"):
+        sample(pipe)
+    assert pipe.sampling_loop.captures == 0 and "autocast is on" in caplog.text
+    with torch.inference_mode():
+        inside = sample(pipe)
+    outside = sample(pipe)  # its own program: the first one's buffers are inference tensors
+    assert pipe.sampling_loop.captures == 2 and torch.equal(inside, outside)

@@ -148,3 +148,14 @@ def test_text_encoding_cache_is_bounded_and_invalidated(toy_pipe):
     assert len(calls) == 2
     with pytest.raises(ValueError, match="`max_entries` must be a positive integer"):
         TextEncodingCache(0)
+
+
+def test_a_full_text_cache_keeps_the_hits_of_the_call_that_adds_texts(toy_pipe):
+    cache = toy_pipe.enable_text_encoding_cache(max_entries=2)
+    toy_pipe._encode_texts(["a", "b"], torch.device("cpu"))  # full: "a" the least recently used
+    uncached = CompoDiffPipeline(**toy_pipe.components)
+    uncached.text_encoding_cache = None
+    expected = uncached._encode_texts(["a", "c"], torch.device("cpu"))
+    found = toy_pipe._encode_texts(["a", "c"], torch.device("cpu"))  # a hit and a new text on a full cache
+    torch.testing.assert_close(found, expected, atol=1e-6, rtol=0)
+    assert "a" in cache and "c" in cache and "b" not in cache

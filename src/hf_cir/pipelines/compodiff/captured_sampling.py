@@ -30,7 +30,8 @@ Design, and why:
   the ordinary loop from then on; the reason is logged once at warning level.
 - Everything else runs the ordinary loop and says why once, at info level: a CPU (or any non-CUDA) device, the
   plain path (`pipe.use_context_cache = False`: its per-row timestep check reads GPU memory every step), a prior
-  in training mode or with offload hooks, or a step callback (the pipeline keeps those on its own loop).
+  in training mode or with offload hooks, a call under autocast, or a step callback (the pipeline keeps those on its
+  own loop). Inference mode is part of the key (its tensors cannot be refilled outside it).
 
 `backend="eager"` runs the very program that would be captured (copied scheduler, pre-drawn noise, static
 buffers, the same cache) without capturing it, on any device: to check on a CPU that the captured program computes
@@ -101,6 +102,13 @@ def _clone(value):
     return value
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch before 2.4 takes no device type (and then asks about CUDA)
+        return torch.is_autocast_enabled()
+
+
 def _step_parameters(scheduler) -> set[str]:
     return set(inspect.signature(scheduler.step).parameters)
 
@@ -125,7 +133,7 @@ def _probe_noise(scheduler, num_inference_steps: int, shape, dtype: torch.dtype,
     for t in drawing.timesteps:
         model_output = torch.randn(shape, generator=data).to(dtype)
         seed = int(torch.randint(0, 2**31, (1,), generator=data))
-        generator, twin = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         before = generator.get_state()
         # The ordinary loop's call: the scheduler draws from `generator` (or is given noise drawn from it).
         kwargs = {"generator": generator} if takes_generator else {}
@@ -133,27 +141,35 @@ def _probe_noise(scheduler, num_inference_steps: int, shape, dtype: torch.dtype,
             kwargs = {"variance_noise": randn_tensor(shape, generator=generator, dtype=dtype)}
             before = generator.get_state()
         drawn_sample = drawing.step(model_output, t, drawn_sample, **kwargs).prev_sample
-        noise_dtype = dtype if noise_every_step else None
+        candidates: list[torch.dtype | None] = [dtype] if noise_every_step else [None]
         if not torch.equal(generator.get_state(), before):
             if noise_every_step:
                 return f"{name}.step draws noise although it is given `variance_noise`"
             if not takes_noise:
                 return f"{name}.step draws noise but takes no `variance_noise`"
-            # The dtype the scheduler draws in: the sample's, or float32 (DPM-Solver's SDE variants).
+            # The dtype the scheduler draws in: the sample's, or float32 (DPM-Solver's SDE variants). A generator
+            # advances alike for every dtype, so the state narrows the choice and the step's numbers decide it.
+            candidates = []
             for candidate in dict.fromkeys((dtype, torch.float32)):
                 trial = torch.Generator().manual_seed(seed)
                 randn_tensor(shape, generator=trial, dtype=candidate)
                 if torch.equal(trial.get_state(), generator.get_state()):
-                    noise_dtype = candidate
-                    break
-            else:
+                    candidates.append(candidate)
+            if not candidates:
                 return f"{name}.step draws something other than one noise tensor of the sample's shape per step"
         # The captured program's call: noise drawn ahead from the twin generator, no generator.
-        kwargs = (
-            {} if noise_dtype is None else {"variance_noise": randn_tensor(shape, generator=twin, dtype=noise_dtype)}
-        )
-        given_sample = given.step(model_output, t, given_sample, **kwargs).prev_sample
-        if not torch.equal(drawn_sample, given_sample):
+        for noise_dtype in candidates:
+            trial_scheduler, trial_twin = copy.deepcopy(given), torch.Generator().manual_seed(seed)
+            kwargs = (
+                {}
+                if noise_dtype is None
+                else {"variance_noise": randn_tensor(shape, generator=trial_twin, dtype=noise_dtype)}
+            )
+            trial_sample = trial_scheduler.step(model_output, t, given_sample, **kwargs).prev_sample
+            if torch.equal(drawn_sample, trial_sample):
+                given, given_sample = trial_scheduler, trial_sample
+                break
+        else:
             return f"{name}.step gives other numbers with pre-drawn `variance_noise`"
         plan.append(noise_dtype)
     return plan
@@ -319,6 +335,8 @@ class CapturedSamplingLoop:
             return "the prior is in training mode"
         if getattr(pipe.prior, "_hf_hook", None) is not None:
             return "the prior has accelerate hooks (offloading moves its weights during the loop)"
+        if _autocast_enabled(latents.device.type):
+            return "autocast is on (a graph would read autocast's cached weight copies, freed when it ends)"
         return None
 
     def _key(self, pipe, latents, conditions, num_branches, num_inference_steps, generator, num_groups) -> tuple:
@@ -339,6 +357,7 @@ class CapturedSamplingLoop:
             _structure(conditions),
             id(pipe.prior),
             weights,
+            torch.is_inference_mode_enabled(),  # buffers made under inference mode cannot be refilled outside it
         )
 
     def __call__(

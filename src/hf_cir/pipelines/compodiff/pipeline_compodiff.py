@@ -255,9 +255,13 @@ class TextEncodingCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def get(self, texts: list[str]) -> torch.Tensor:
+    def touch(self, texts: list[str]) -> None:
+        """Mark `texts` (all held) as the most recently used, so that storing others next does not drop them."""
         for text in texts:
             self._entries.move_to_end(text)
+
+    def get(self, texts: list[str]) -> torch.Tensor:
+        self.touch(texts)
         return torch.stack([self._entries[text] for text in texts])
 
 
@@ -471,6 +475,8 @@ class CompoDiffPipeline(DiffusionPipeline):
         cache.hits += len(texts) - len(missing)
         cache.misses += len(missing)
         if missing:
+            # This call's hits first become the most recent: storing the new texts then drops only other entries.
+            cache.touch([text for text in distinct if text in cache])
             cache.put(missing, self._run_text_encoder(missing, device))
         return cache.get(texts)
 
