@@ -29,6 +29,20 @@ def write_parquet_gallery(photos, path):
     return names
 
 
+class CrashingEncoder:
+    """Replaces the model's pixel encoder by one that raises on the third batch while `crash` is set."""
+
+    def __init__(self, model, monkeypatch):
+        self.original, self.crash, self.calls = model._encode_pixels, True, []
+        monkeypatch.setattr(model, "_encode_pixels", self)
+
+    def __call__(self, pixel_values):
+        self.calls.append(len(pixel_values))
+        if self.crash and len(self.calls) == 3:
+            raise RuntimeError("simulated crash")
+        return self.original(pixel_values)
+
+
 def rows_of(index):
     return [{k: v for k, v in row.items() if k != "norm"} for row in index.metadata(range(len(index)))]
 
@@ -61,31 +75,21 @@ def test_interrupted_stream_resumes_its_committed_shards(lincir, tmp_path, monke
     parquet = tmp_path / "gallery.parquet"
     names = write_parquet_gallery(tmp_path / "photos", parquet)
     output = tmp_path / "stream.index"
-    original = lincir._encode_pixels
-    calls = []
-
-    def crash_on_third_batch(pixel_values):
-        calls.append(len(pixel_values))
-        if crash and len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return original(pixel_values)
-
-    monkeypatch.setattr(lincir, "_encode_pixels", crash_on_third_batch)
+    encoder = CrashingEncoder(lincir, monkeypatch)
 
     def build():
         stream = datasets.load_dataset("parquet", data_files=str(parquet), split="train", streaming=True)
         return GalleryIndex.build(lincir, stream, output, batch_size=2, save_every=2, show_progress=False)
 
-    crash = True
     with pytest.raises(RuntimeError, match="simulated crash"):
         build()
     partial = tmp_path / "stream.index.partial"
     assert sorted(p.name for p in (partial / "units").iterdir()) == ["000000.json", "000001.json"]
     kept = {p.name: p.stat().st_mtime_ns for p in (partial / "embeddings").iterdir()}
 
-    crash, calls[:] = False, []
+    encoder.crash, encoder.calls = False, []
     index = build()
-    assert index.computed == len(names) - 4 and calls == [2]  # only the last unit is embedded again
+    assert index.computed == len(names) - 4 and encoder.calls == [2]  # only the last unit is embedded again
     assert {name: (output / "embeddings" / name).stat().st_mtime_ns for name in kept} == kept
     whole = GalleryIndex.build(
         lincir, datasets.Dataset.from_parquet(str(parquet)), tmp_path / "whole.index", show_progress=False
@@ -100,28 +104,18 @@ def test_a_stream_whose_files_changed_is_not_resumed(lincir, tmp_path, monkeypat
     parquet = tmp_path / "gallery.parquet"
     names = write_parquet_gallery(tmp_path / "photos", parquet)
     output = tmp_path / "stream.index"
-    original = lincir._encode_pixels
-    calls = []
-
-    def crash_on_third_batch(pixel_values):
-        calls.append(len(pixel_values))
-        if crash and len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return original(pixel_values)
-
-    monkeypatch.setattr(lincir, "_encode_pixels", crash_on_third_batch)
+    encoder = CrashingEncoder(lincir, monkeypatch)
 
     def build():
         source = DatasetSource(str(parquet), streaming=True)
         return GalleryIndex.build(lincir, source, output, batch_size=2, save_every=2, show_progress=False)
 
-    crash = True
     with pytest.raises(RuntimeError, match="simulated crash"):
         build()
     # The same first image, the other rows in another order: the committed second unit no longer holds them.
     table = datasets.Dataset.from_parquet(str(parquet))
     table.select([0, *range(len(table) - 1, 0, -1)]).to_parquet(str(parquet))
-    crash, calls[:] = False, []
+    encoder.crash, encoder.calls = False, []
     index = build()
     assert index.computed == len(names)  # started again, nothing reused
     whole = GalleryIndex.build(
