@@ -45,7 +45,7 @@ peer-test: $(STAMP)
 	$(BIN)/python tests/peer/run_peer_tests.py $(if $(DIFFUSERS_SRC),--diffusers-src $(DIFFUSERS_SRC))
 
 toy-models: $(STAMP)
-	$(BIN)/python -m hf_cir.toy.build_models
+	$(BIN)/python training/toy/build_toy_models.py
 
 clean-venv:
 	rm -rf $(VENV)

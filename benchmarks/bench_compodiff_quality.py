@@ -3,7 +3,7 @@
 
 Two parts, one run:
 
-1. Toy quality (the shipped toy CompoDiff, held-out toy queries, both benchmark seeds, the toy table's guidance):
+1. Toy quality (the shipped toy CompoDiff, held-out toy queries, both benchmark seeds, its checkpoint's guidance):
    for each scheduler x steps x samples x precision, Recall@1/5/10 per seed and averaged, the change of each
    average against today's default (CompoDiffScheduler, 10 steps, 2 samples, float32), prior evaluations per
    query (guidance branches x samples rows each) and seconds per query. The queries run exactly as
@@ -112,14 +112,16 @@ def variant(pipe: CompoDiffPipeline, setting: dict, copies: dict) -> CompoDiffPi
     """A pipeline sharing `pipe`'s components except the scheduler and, in lower precision, cached copies of the text
     encoder and the prior."""
     precision = setting["precision"]
+    # `pipe.components` holds the modules only: the checkpoint's sampling defaults are passed on explicitly.
+    defaults = {key: value for key, value in pipe.config.items() if key.startswith("default_")}
     if precision == "float32":
         copies.setdefault(precision, {})
     if precision not in copies:
         components = {"text_encoder": copy.deepcopy(pipe.text_encoder), "prior": copy.deepcopy(pipe.prior)}
-        lowered = CompoDiffPipeline(**{**pipe.components, **components})
+        lowered = CompoDiffPipeline(**{**pipe.components, **components}, **defaults)
         lowered.set_precision(precision)
         copies[precision] = {"text_encoder": lowered.text_encoder, "prior": lowered.prior}
-    out = CompoDiffPipeline(**{**pipe.components, **copies[precision]})
+    out = CompoDiffPipeline(**{**pipe.components, **copies[precision]}, **defaults)
     out.set_progress_bar_config(disable=True)
     out.set_scheduler(setting["scheduler"], **(setting.get("scheduler_kwargs") or {}))
     return out
@@ -138,7 +140,7 @@ def toy_quality(args) -> list[dict]:
     from hf_cir.evaluation.evaluate import encode_benchmark_queries
     from hf_cir.retrieval import CompoDiffRetrievalModel
     from hf_cir.toy import toy_checkpoint
-    from hf_cir.toy.benchmark import TOY_COMPODIFF_SAMPLING, TOY_TEXT_CACHE_SIZE, ToyBenchmark
+    from hf_cir.toy.benchmark import TOY_TEXT_CACHE_SIZE, ToyBenchmark
 
     pipe = CompoDiffPipeline.from_pretrained(toy_checkpoint("compodiff"))
     pipe.set_progress_bar_config(disable=True)
@@ -185,7 +187,6 @@ def toy_quality(args) -> list[dict]:
             text_cache_size=TOY_TEXT_CACHE_SIZE,
             num_inference_steps=setting["steps"],
             num_samples_per_prompt=setting["samples"],
-            **TOY_COMPODIFF_SAMPLING,
         )
         row = {"setting": setting_label(setting), **setting}
         seconds, queries = 0.0, 0
@@ -307,12 +308,16 @@ def full_size_speed(args) -> list[dict]:
     # Where the time goes: the text encoder alone (one new text), per precision, interleaved.
     encoders = {precision: CompoDiffPipeline(**{**pipe.components, **copies[precision]}) for precision in copies}
     stage = {name: [] for name in encoders}
+    with torch.no_grad():  # the negative prompt once, so that each timed call encodes one new text only
+        negatives = {
+            name: encoder.encode_prompt("x", device=torch.device("cpu"))[1] for name, encoder in encoders.items()
+        }
     for _ in range(args.repeats):
         for name, encoder in encoders.items():
             text = f"{MODIFICATIONS[1]} {next(counter)}"
             start = time.perf_counter()
             with torch.no_grad():
-                encoder._encode_texts([text], torch.device("cpu"))
+                encoder.encode_prompt([text], device=torch.device("cpu"), negative_prompt_embeds=negatives[name])
             stage[name].append(time.perf_counter() - start)
     for name, measured in stage.items():
         rows.append(

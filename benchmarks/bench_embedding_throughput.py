@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutils import format_table, machine_description, synchronize, write_json  # noqa: E402
 
 from hf_cir.retrieval import load_retrieval_model  # noqa: E402
-from hf_cir.retrieval.engine import ProcessGroup, embed_source, prepare_work_dir  # noqa: E402
+from hf_cir.retrieval.engine import embed_source, prepare_work_dir  # noqa: E402
 from hf_cir.retrieval.sources import ImageFolderSource  # noqa: E402
 from hf_cir.toy import toy_checkpoint  # noqa: E402
+from hf_cir.utils.units import ProcessGroup  # noqa: E402
 
 VIT_B32 = "random-vit-b32"
 

@@ -8,7 +8,7 @@
 
 The output folder (`embeddings_info.json`, `null_text_embeds.safetensors`, parquet chunks under `data/`) is the
 format `training/train_compodiff.py --train_data` reads (training/README.md). The work runs on hf-cir's embedding
-engine (`hf_cir.retrieval.engine.run_units`, as `hf-cir index`): chunks are split across processes (chunk `c` goes
+engine (`hf_cir.utils.units.run_units`, as `hf-cir index`): chunks are split across processes (chunk `c` goes
 to process `c mod N`), images are opened and preprocessed in `--dataloader_num_workers` DataLoader workers, each
 chunk is written atomically, and chunks already written are skipped, so an interrupted run continues where it
 stopped.
@@ -16,7 +16,6 @@ stopped.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -30,8 +29,8 @@ from safetensors.torch import save
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir.pipelines.compodiff import preprocess_mask
-from hf_cir.retrieval.engine import ProcessGroup, UnitWork, run_units
 from hf_cir.training import (
+    TrainingArgumentParser,
     add_accelerator_arguments,
     add_dataset_arguments,
     build_accelerator,
@@ -40,6 +39,7 @@ from hf_cir.training import (
     load_training_dataset,
     mixed_precision_dtype,
     require_columns,
+    run_training_script,
 )
 from hf_cir.training.embeddings import (
     EMBEDDINGS_DATA_DIR,
@@ -47,13 +47,16 @@ from hf_cir.training.embeddings import (
     NULL_TEXT_EMBEDS_NAME,
 )
 from hf_cir.utils import atomic_file, load_image
+from hf_cir.utils.units import ProcessGroup, UnitWork, run_units
 
 logger = get_logger(__name__, log_level="INFO")
 RUN_NAME = "precompute_run.json"
 
 
 def parse_args(input_args=None):
-    parser = argparse.ArgumentParser(description="Precompute CLIP embeddings for CompoDiff prior training.")
+    parser = TrainingArgumentParser(
+        prog="precompute_embeddings.py", description="Precompute CLIP embeddings for CompoDiff prior training."
+    )
     parser.add_argument("--task", required=True, choices=["t2i", "triplet", "masked"])
     add_dataset_arguments(parser)
     parser.add_argument("--image_root", type=str, default=None, help="Folder that relative image paths start from.")
@@ -447,4 +450,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_training_script(main, parse_args, prog="precompute_embeddings.py"))

@@ -32,8 +32,10 @@ from accelerate.logging import get_logger
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPTextModel, CLIPVisionModelWithProjection
 
 from hf_cir import CompoDiffPipeline, CompoDiffPriorTransformer, CompoDiffScheduler
-from hf_cir.hub import create_compodiff_model_card, portable_path
+from hf_cir.hub import create_compodiff_model_card, portable_path, save_pretrained
+from hf_cir.hub.saving import COMPODIFF_FOLDER
 from hf_cir.training import (
+    TrainingArgumentParser,
     add_accelerator_arguments,
     add_checkpoint_arguments,
     add_hub_arguments,
@@ -48,9 +50,12 @@ from hf_cir.training import (
     load_pretrained,
     log_training_step,
     optimizer_step,
+    output_entry_matcher,
+    publish_outputs,
     register_checkpoint_hooks,
     resolve_training_license,
     resume_training,
+    run_training_script,
     save_checkpoint,
     start_run,
     train_results,
@@ -82,7 +87,9 @@ PRIOR_SIZE_ARGUMENTS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train CompoDiff's prior (stage 1 or 2) on precomputed embeddings.")
+    parser = TrainingArgumentParser(
+        prog="train_compodiff.py", description="Train CompoDiff's prior (stage 1 or 2) on precomputed embeddings."
+    )
     parser.add_argument("--stage", type=int, required=True, choices=[1, 2])
     parser.add_argument(
         "--train_data", type=str, nargs="+", required=True, help="Embedding datasets (folders or Hub ids)."
@@ -177,6 +184,17 @@ def run_identity(args, num_processes: int) -> dict:
     }
 
 
+# The folders of the output pipeline (its model_index.json entries).
+PIPELINE_COMPONENTS = ("prior", "scheduler", "text_encoder", "tokenizer", "image_encoder", "image_processor")
+
+
+def output_entries(args) -> list[str]:
+    """What this run may write at the top of `--output_dir` besides the pipeline's files and the checkpoints."""
+    logging_dir = Path(args.logging_dir)
+    logs = [] if logging_dir.is_absolute() or not logging_dir.parts else [logging_dir.parts[0]]
+    return [*PIPELINE_COMPONENTS, *logs]
+
+
 def _stage1_prior_folder(path: str) -> tuple[str, str | None]:
     root = Path(path)
     if root.is_dir():
@@ -260,7 +278,8 @@ def main(args):
     accelerator = build_accelerator(args)
     if args.stage == 2:
         _stage1_prior_folder(args.stage1_model_name_or_path)  # fail before any work
-    resume_dir, state, seed = start_run(accelerator, args, run_identity(args, accelerator.num_processes))
+    may_write = output_entry_matcher(COMPODIFF_FOLDER, output_entries(args))
+    resume_dir, state, seed = start_run(accelerator, args, run_identity(args, accelerator.num_processes), may_write)
 
     # Data: precomputed embeddings only.
     with accelerator.main_process_first():
@@ -393,7 +412,6 @@ def main(args):
             ema.copy_to(unwrapped.parameters())
         components = encoder_components(args, info)
         pipeline = CompoDiffPipeline(prior=unwrapped, scheduler=noise_scheduler, **components)
-        pipeline.save_pretrained(output_dir, safe_serialization=True)
         details = training_details_markdown(
             "train_compodiff.py",
             {**training_arguments(args), "seed": seed},
@@ -409,10 +427,14 @@ def main(args):
             training_details=details,
             license=resolve_training_license(args.license, [point for point in starting_points if point]),
         )
-        card.save(str(output_dir / "README.md"))
+
+        def write(folder):
+            save_pretrained(pipeline, folder, model_card=card)  # the one save path of every model with its card
+
+        publish_outputs(output_dir, write)
         finish_run(args, log_history)
     accelerator.end_training()
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_training_script(main, parse_args, prog="train_compodiff.py"))

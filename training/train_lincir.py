@@ -30,17 +30,22 @@ from hf_cir import LinCIRModel, LinCIRProcessor
 from hf_cir.hub import create_lincir_model_card, portable_path, save_pretrained
 from hf_cir.hub.saving import LINCIR_FOLDER
 from hf_cir.training import (
+    TARGET_COLUMN,
     CaptionMasker,
     IndexStream,
+    TrainingArgumentParser,
     add_accelerator_arguments,
+    add_caption_targets,
     add_checkpoint_arguments,
     add_dataset_arguments,
     add_hub_arguments,
     add_logging_arguments,
     add_optimization_arguments,
     build_accelerator,
+    caption_training_batch,
     check_dataset_arguments,
     check_training_arguments,
+    claim_outputs,
     create_ema,
     create_optimizer_and_scheduler,
     filter_captions,
@@ -54,10 +59,13 @@ from hf_cir.training import (
     mask_caption_dataset,
     mixed_precision_dtype,
     optimizer_step,
+    output_entry_matcher,
+    publish_outputs,
     register_checkpoint_hooks,
     require_columns,
     resolve_training_license,
     resume_training,
+    run_training_script,
     save_checkpoint,
     start_run,
     train_results,
@@ -80,7 +88,7 @@ MODEL_COLUMNS = ["input_ids", "attention_mask", "masked_input_ids", "masked_atte
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train LinCIR's phi on captions only.")
+    parser = TrainingArgumentParser(prog="train_lincir.py", description="Train LinCIR's phi on captions only.")
     # Model
     parser.add_argument("--clip_model_name_or_path", type=str, required=True, help="CLIPModel folder or Hub id.")
     parser.add_argument(
@@ -96,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_column", type=str, default="text", help="The caption column.")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N captions.")
     parser.add_argument("--preprocessing_num_workers", type=int, default=None, help="Processes for the masking map.")
+    # Speed-ups that change nothing but the cost (each proven equal to the plain path in the test suite).
+    parser.add_argument(
+        "--dynamic_padding",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Pad each batch to its longest caption instead of the context length (a causal tower pooled at EOS "
+        "gives the same embeddings).",
+    )
+    parser.add_argument(
+        "--cache_target_embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Compute the frozen tower's target embedding of each caption once, stored with the dataset, instead of "
+        "once per step.",
+    )
     # Masking
     parser.add_argument(
         "--keyword_extractor",
@@ -188,6 +211,12 @@ def run_identity(args, num_processes: int) -> dict:
     }
 
 
+def output_entries(args) -> list[str]:
+    """What this run may write at the top of `--output_dir` besides the model folder and the checkpoints."""
+    logging_dir = Path(args.logging_dir)
+    return [] if logging_dir.is_absolute() else [logging_dir.parts[0]] if logging_dir.parts else []
+
+
 def model_overrides(args) -> dict:
     overrides = {"phi_hidden_size": args.phi_hidden_size, "phi_dropout": args.phi_dropout}
     overrides["placeholder_token"] = args.placeholder_token
@@ -205,7 +234,8 @@ def main(args):
     output_dir = Path(args.output_dir)
     accelerator = build_accelerator(args)
     # Resolve the checkpoint before anything random happens: a resumed run takes its seed from it.
-    resume_dir, state, seed = start_run(accelerator, args, run_identity(args, accelerator.num_processes))
+    may_write = output_entry_matcher(BEST_MODEL_FOLDER, output_entries(args))
+    resume_dir, state, seed = start_run(accelerator, args, run_identity(args, accelerator.num_processes), may_write)
 
     # Model and processor. Only phi trains.
     processor = load_processor(args)
@@ -230,6 +260,7 @@ def main(args):
         mask_unit=args.mask_unit,
         mask_probability=args.mask_probability,
         seed=seed,
+        pad_to_max_length=False,  # padded per batch (to the longest caption, or to the context with --no-dynamic_padding)
     )
     with accelerator.main_process_first():
         raw = load_training_dataset(
@@ -244,6 +275,8 @@ def main(args):
         train_dataset, mask_stats = mask_caption_dataset(
             raw, masker, args.text_column, num_proc=args.preprocessing_num_workers
         )
+        if args.cache_target_embeddings:
+            train_dataset = add_caption_targets(train_dataset, model.text_model, tokenizer.pad_token_id)
     if skipped:
         logger.warning(f"Skipped {skipped} empty or non-string captions in column {args.text_column!r}.")
     micro_batch = args.train_batch_size * accelerator.num_processes
@@ -252,7 +285,9 @@ def main(args):
             f"The training data has {len(train_dataset)} usable captions ({skipped} skipped), fewer than one batch: "
             f"--train_batch_size {args.train_batch_size} x {accelerator.num_processes} process(es) = {micro_batch}."
         )
-    train_dataset = train_dataset.with_format("torch", columns=MODEL_COLUMNS)
+    columns = MODEL_COLUMNS[2:] + [TARGET_COLUMN] if args.cache_target_embeddings else MODEL_COLUMNS
+    train_dataset = train_dataset.select_columns(columns)
+    pad_to = None if args.dynamic_padding else masker.max_length
     data_summary = {
         "source": portable_path(args.dataset_name or "") or ", ".join(map(portable_path, args.train_file)),
         "text_column": args.text_column,
@@ -274,6 +309,7 @@ def main(args):
 
     validation_fn = import_callable(args.validation_fn) if args.validation_fn else None
     if args.validation_benchmark is not None and accelerator.is_main_process:
+        claim_outputs(output_dir, [".validation_cache"])
         validation_fn = benchmark_validation(
             args.validation_benchmark,
             args.validation_data_dir,
@@ -302,7 +338,9 @@ def main(args):
         step_loss = torch.zeros((), device=accelerator.device)
         for micro_step in range(args.gradient_accumulation_steps):
             indices = stream.take(micro_batch)[rank * args.train_batch_size : (rank + 1) * args.train_batch_size]
-            batch = {key: value.to(accelerator.device) for key, value in train_dataset[indices].items()}
+            batch = caption_training_batch(
+                train_dataset, indices, tokenizer.pad_token_id, pad_to, accelerator.device, weight_dtype
+            )
             last = micro_step == args.gradient_accumulation_steps - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 loss = model(**batch, noise_std=args.noise_std).loss
@@ -341,7 +379,9 @@ def main(args):
         results = train_results(log_history)
         if best["value"] is not None:
             results[f"best_{best['metric']}"] = f"{best['value']} (step {best['step']})"
-        save_output(output_dir, final, processor, args, data_summary, results, seed)
+        publish_outputs(
+            output_dir, lambda folder: save_output(folder, final, processor, args, data_summary, results, seed)
+        )
         finish_run(args, log_history)
     accelerator.end_training()
 
@@ -380,6 +420,7 @@ def validate(args, accelerator, unwrapped, ema_phi, processor, validation_fn, st
             logger.info(f"step {step}: validation {metrics}")
             if best["value"] is None or metrics[metric] > best["value"]:
                 best = {"metric": metric, "value": metrics[metric], "step": step}
+                claim_outputs(args.output_dir, ["best"])
                 with atomic_directory(
                     Path(args.output_dir) / "best", overwrite=True, kind=BEST_MODEL_FOLDER
                 ) as folder:
@@ -417,4 +458,4 @@ def save_output(output_dir, model, processor, args, data_summary, results, seed)
 
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(run_training_script(main, parse_args, prog="train_lincir.py"))

@@ -36,7 +36,8 @@ def running_app(work, *arguments):
     """`python -m hf_cir app --cache-dir WORK/toy --port FREE ARGUMENTS...` until the block ends."""
     port = free_port()
     log_path = work / f"server-{port}.log"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    # Each server keeps Gradio's upload cache in its own folder: the tests look inside it for what was copied.
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(work / f"gradio-{port}"))
     command = [
         sys.executable,
         "-m",
@@ -65,7 +66,9 @@ def running_app(work, *arguments):
             if time.perf_counter() - started > STARTUP_TIMEOUT:
                 pytest.fail(f"hf-cir app did not answer within {STARTUP_TIMEOUT} s:\n{log_path.read_text()}")
             time.sleep(1)
-        yield AppServer(url, work / "toy", process, log_path, time.perf_counter() - started)
+        server = AppServer(url, work / "toy", process, log_path, time.perf_counter() - started)
+        server.upload_folder = work / f"gradio-{port}"
+        yield server
     finally:
         process.terminate()
         try:

@@ -3,19 +3,17 @@
 import pytest
 from PIL import Image
 
+from hf_cir import CompoDiffPipeline
 from hf_cir.app.engine import Query, SearchEngine, mask_from_strokes
 from hf_cir.toy import toy_checkpoint
 
 
 @pytest.fixture(scope="module")
 def engine(app_server):
-    """The toy indexes the server wrote, opened as a user's galleries (each with the model its index names)."""
+    """The toy indexes the server wrote, opened as a user's galleries (each with the model its index names and
+    that model's own sampling defaults, as the served toy default)."""
     folder = app_server.cache_dir
-    return SearchEngine.from_folders(
-        [folder / "lincir.index", folder / "compodiff.index"],
-        device="cpu",
-        sampling={"guidance_scale": 1.5, "image_guidance_scale": 2.0},
-    )
+    return SearchEngine.from_folders([folder / "lincir.index", folder / "compodiff.index"], device="cpu")
 
 
 def test_indexes_of_one_folder_form_one_gallery(engine, app_server):
@@ -24,7 +22,8 @@ def test_indexes_of_one_folder_form_one_gallery(engine, app_server):
     assert gallery.root == (app_server.cache_dir / "images").resolve()
     assert list(gallery.columns) == ["lincir", "compodiff", "image", "text", "sum"]
     assert gallery.columns["sum"].served.name == "lincir"  # the baselines use CLIP's own text tower
-    assert engine.sampling_defaults()["guidance_scale"] == 1.5
+    pipe = CompoDiffPipeline.from_pretrained(toy_checkpoint("compodiff"))
+    assert engine.sampling_defaults()["guidance_scale"] == pipe.default_guidance_scale  # the checkpoint's own
 
 
 def test_a_user_gallery_answers_like_the_served_toy_default(engine, client):
@@ -53,7 +52,7 @@ def test_query_checks(engine):
         engine.search(None, Query(text="make it red", reference_id="../../etc/passwd"))
     with pytest.raises(ValueError, match="either as an image or as `reference_id`"):
         engine.search(None, Query(text="x", reference_id=image_id, image=Image.new("RGB", (32, 32))))
-    with pytest.raises(ValueError, match="`num_inference_steps` must be a positive integer"):
+    with pytest.raises(ValueError, match=r"`num_inference_steps` must be an integer in \[1, 100\]"):
         engine.search(
             None, Query(text="x", reference_id=image_id, methods=["compodiff"], sampling={"num_inference_steps": 0})
         )
@@ -63,8 +62,14 @@ def test_query_checks(engine):
         )
     with pytest.raises(ValueError, match="only CompoDiff takes a mask"):
         engine.search(None, Query(text="x", reference_id=image_id, methods=["lincir"], mask=Image.new("L", (32, 32))))
-    with pytest.raises(ValueError, match="`top_k` must be a positive integer"):
+    with pytest.raises(ValueError, match=r"`top_k` must be an integer in \[1, 100\], got 0"):
         engine.search(None, Query(text="x", reference_id=image_id, top_k=0))
+    with pytest.raises(ValueError, match=r"`top_k` must be an integer in \[1, 100\], got 2.0"):
+        engine.search(None, Query(text="x", reference_id=image_id, top_k=2.0))
+    with pytest.raises(ValueError, match="`text`: 5,000 characters, more than the 1,000 accepted"):
+        engine.search(None, Query(text="x" * 5000, reference_id=image_id))
+    with pytest.raises(ValueError, match=r"`reference image` is 8000x8000 = 64,000,000 pixels, more than the"):
+        engine.search(None, Query(text="x", image=Image.new("1", (8000, 8000)), methods=["lincir"]))
 
 
 def test_sampling_settings_apply_to_one_query_only(engine):
@@ -104,7 +109,11 @@ def test_the_toy_default_takes_the_sampling_options(app_server, monkeypatch):
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"
     assert served["engine"].sampling_defaults()["num_inference_steps"] == 4
-    assert served["engine"].sampling_defaults()["guidance_scale"] == 1.5  # the toy table's, not overridden
+    assert served["engine"].sampling_defaults()["guidance_scale"] == pipe.default_guidance_scale  # not overridden
+    assert (
+        pipe.default_guidance_scale
+        == CompoDiffPipeline.from_pretrained(toy_checkpoint("compodiff")).config["default_guidance_scale"]
+    )  # the checkpoint's own
     image_id = "large-green-star-top-dotted.png"
     result = served["engine"].search(None, Query(text="make it red", reference_id=image_id, methods=["compodiff"]))
     assert len(result["columns"]["compodiff"]["hits"]) > 0

@@ -8,7 +8,6 @@ from PIL import Image
 from hf_cir.app.engine import APP_TEXT_CACHE_SIZE, Gallery, Query, SearchEngine, ServedIndex
 from hf_cir.retrieval import GalleryIndex, load_retrieval_model
 from hf_cir.toy import toy_checkpoint
-from hf_cir.toy.benchmark import TOY_COMPODIFF_SAMPLING
 
 COLOURS = {"red.png": (220, 30, 30), "green.png": (30, 200, 30), "blue.png": (30, 30, 220), "grey.png": (90, 90, 90)}
 
@@ -26,9 +25,7 @@ def gallery_index(tmp_path_factory):
 
 
 def compodiff_model(cache_size: int = 0):
-    return load_retrieval_model(
-        toy_checkpoint("compodiff"), device="cpu", text_cache_size=cache_size, **TOY_COMPODIFF_SAMPLING
-    )
+    return load_retrieval_model(toy_checkpoint("compodiff"), device="cpu", text_cache_size=cache_size)
 
 
 def engine_for(model, index_path) -> SearchEngine:

@@ -51,6 +51,27 @@ def _malicious_pickle(ctx) -> Path:
     return path
 
 
+def _file(ctx, name: str, data: bytes) -> Path:
+    path = ctx.root / name
+    path.write_bytes(data)
+    return path
+
+
+# A safetensors file whose header claims a terabyte of JSON (8-byte little-endian length, then the JSON).
+LYING_SAFETENSORS = (10**12).to_bytes(8, "little") + b"{}"
+REFERENCE_COMPODIFF = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "compodiff" / "reference_checkpoint"
+)
+
+
+def _convert(ctx, method, checkpoint_flag, checkpoint, *extra):
+    """`hf-cir convert METHOD` with a checkpoint and the toy CLIP as every encoder (unless `extra` overrides)."""
+    encoders = (
+        ["--clip", ctx.clip] if method != "compodiff" else ["--text-encoder", ctx.clip, "--image-encoder", ctx.clip]
+    )
+    return ["convert", method, checkpoint_flag, checkpoint, *encoders, *extra, "--output-dir", ctx.root / "out"]
+
+
 def _benchmark(ctx, name, edit=None):
     from evaluation.conftest import build_circo, build_cirr, build_fashioniq, build_genecis
 
@@ -87,6 +108,90 @@ def _parquet(ctx, name: str, rows: int = 2, image: bool = True) -> Path:
     path = ctx.root / name
     datasets.Dataset.from_dict(data, features=datasets.Features(columns)).to_parquet(str(path))
     return path
+
+
+def _tar(ctx, *names: str) -> Path:
+    """A webdataset shard whose members are `names`, each holding the bytes of red.png."""
+    import io
+    import tarfile
+
+    path = ctx.root / "shards" / "00000.tar"
+    path.parent.mkdir(exist_ok=True)
+    data = (ctx.photos / "red.png").read_bytes()
+    with tarfile.open(path, "w") as archive:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _v2(ctx, damage=None) -> Path:
+    """A format-2 copy of the toy index in four one-row shards, with `damage(folder)` applied (a crafted index)."""
+    from hf_cir.retrieval import GalleryIndex
+
+    folder = ctx.root / "v2.index"
+    GalleryIndex.load(ctx.toy_index).save(folder, shard_size=1)
+    if damage is not None:
+        damage(folder)
+    return folder
+
+
+def _v2_search(ctx, damage=None) -> list:
+    return ["search", "--index", _v2(ctx, damage), "--text", "make it blue", NO_PROGRESS]
+
+
+def _v2_int64_shard(folder: Path) -> None:
+    import numpy as np
+
+    shard = folder / "embeddings" / "000002.npy"
+    np.save(shard, (np.load(shard) * 100).astype(np.int64))
+
+
+def _v2_integer_column(folder: Path, column: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / "metadata" / "000001.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.column_names.index(column), column, pa.array([7])), path)
+
+
+def _v2_linked_shard(folder: Path, target: Path) -> None:
+    (folder / "embeddings" / "000001.npy").unlink()
+    (folder / "embeddings" / "000001.npy").symlink_to(target)
+
+
+def _v2_fifo_shard(folder: Path) -> None:
+    import os
+
+    (folder / "embeddings" / "000002.npy").unlink()
+    os.mkfifo(folder / "embeddings" / "000002.npy")
+
+
+def _v2_truncated_shard(folder: Path) -> None:
+    shard = folder / "embeddings" / "000001.npy"
+    shard.write_bytes(shard.read_bytes()[:-16])
+
+
+def _v2_other_dimension_faiss(folder: Path) -> None:
+    from hf_cir.retrieval.compressed import CompressedIndex, plan_compressed_index
+
+    vectors = torch.nn.functional.normalize(torch.randn(1000, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    CompressedIndex.build(vectors, plan_compressed_index(1000, 32, m=16)).save(folder / "faiss.index")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps(dict(manifest, faiss={"kind": "ivf-pq", "file": "faiss.index"})))
+
+
+def _locked(ctx, output: Path) -> Path:
+    """Hold the build lock of `output` as another running `hf-cir index` would (released with the case)."""
+    import fcntl
+
+    ctx.lock = open(output.with_name(f".{output.name}.lock"), "w")  # closed by the `ctx` fixture
+    ctx.lock.write("4242\n")
+    ctx.lock.flush()
+    fcntl.flock(ctx.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return output
 
 
 CASES = [
@@ -320,6 +425,170 @@ CASES = [
         lambda c: (
             ["index", "--model", c.lincir, "--images", c.photos, "--output", c.root / "o", "--batch-size", "many"],
             ["--batch-size"],
+        ),
+    ),
+    (
+        "index-webdataset-member-climbs-out",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--webdataset",
+                _tar(c, "a.png", "../../outside/secret.png"),
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["`webdataset`", "00000.tar", "../../outside/secret.png", "'..' component"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-webdataset-absolute-member",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--webdataset",
+                _tar(c, "/etc/hostname.png"),
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["`webdataset`", "00000.tar", "/etc/hostname.png", "absolute"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-webdataset-repeated-key",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--webdataset",
+                _tar(c, "a.png", "b.png", "a.png"),
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["`webdataset`", "00000.tar", "repeats the sample key 'a'"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-dataset-zero-rows",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--dataset",
+                _parquet(c, "empty.parquet", rows=0),
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["`dataset`", "empty.parquet", "has no rows"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-dataset-zero-rows-of-paths-streaming",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--dataset",
+                _file(c, "paths.parquet", _empty_paths_parquet()),
+                "--streaming",
+                "--output",
+                c.root / "o",
+                NO_PROGRESS,
+            ],
+            ["`dataset`", "paths.parquet", "has no rows"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-memory-budget-with-flat",
+        "index",
+        lambda c: (
+            [
+                "index",
+                "--model",
+                c.lincir,
+                "--images",
+                c.photos,
+                "--output",
+                c.root / "o",
+                "--faiss",
+                "flat",
+                "--memory-budget",
+                "1GB",
+            ],
+            ["--memory-budget", "--faiss flat", "does not apply"],
+        ),  # fmt: skip
+    ),
+    (
+        "index-memory-budget-without-faiss",
+        "index",
+        lambda c: (
+            ["index", "--model", c.lincir, "--images", c.photos, "--output", c.root / "o", "--memory-budget", "1GB"],
+            ["--memory-budget", "exact search"],
+        ),
+    ),
+    (
+        "index-output-being-built",
+        "index",
+        lambda c: (
+            ["index", "--model", c.lincir, "--images", c.photos, "--output", _locked(c, c.root / "o"), NO_PROGRESS],
+            ["another hf-cir index build (process 4242) is writing", "o"],
+        ),
+    ),
+    # -- search: format-2 index files, crafted or damaged -----------------------------------------------------------
+    (
+        "search-v2-int64-shard",
+        "search",
+        lambda c: (_v2_search(c, _v2_int64_shard), ["000002.npy", "int64", "float32"]),
+    ),
+    (
+        "search-v2-integer-ids",
+        "search",
+        lambda c: (_v2_search(c, lambda f: _v2_integer_column(f, "id")), ["000001.parquet", "`id`", "int64"]),
+    ),
+    (
+        "search-v2-integer-paths",
+        "search",
+        lambda c: (_v2_search(c, lambda f: _v2_integer_column(f, "path")), ["000001.parquet", "`path`", "int64"]),
+    ),
+    (
+        "search-v2-symlinked-shard",
+        "search",
+        lambda c: (
+            _v2_search(c, lambda f: _v2_linked_shard(f, c.root / "secret" / "sentinel.png")),
+            ["000001.npy", "symbolic link"],
+        ),
+    ),
+    (
+        "search-v2-fifo-shard",
+        "search",
+        lambda c: (_v2_search(c, _v2_fifo_shard), ["000002.npy", "not a regular file"]),
+    ),
+    (
+        "search-v2-truncated-shard",
+        "search",
+        lambda c: (_v2_search(c, _v2_truncated_shard), ["000001.npy", "truncated"]),
+    ),
+    (
+        "search-v2-faiss-of-another-dimension",
+        "search",
+        lambda c: (
+            _v2_search(c, _v2_other_dimension_faiss),
+            ["faiss.index", "1000 vectors of 32 dimensions", "dimension"],
         ),
     ),
     # -- search: the index files ------------------------------------------------------------------------------------
@@ -1034,6 +1303,102 @@ CASES = [
             ["none"],
         ),
     ),
+    # The converters' one load path (hf_cir.conversion.loading): every method names the file and what was expected.
+    (
+        "convert-compodiff-safetensors-header-lies",
+        "convert",
+        lambda c: (
+            _convert(c, "compodiff", "--checkpoint", _file(c, "prior.safetensors", LYING_SAFETENSORS)),
+            [
+                "`checkpoint`",
+                "prior.safetensors",
+                "not a readable safetensors file",
+                "expected a CompoDiff state dict",
+            ],
+        ),
+    ),
+    (
+        "convert-compodiff-checkpoint-zero-bytes",
+        "convert",
+        lambda c: (
+            _convert(c, "compodiff", "--checkpoint", _file(c, "prior.safetensors", b"")),
+            ["prior.safetensors", "empty (0 bytes)", "expected a CompoDiff state dict"],
+        ),
+    ),
+    (
+        "convert-compodiff-bin-zero-bytes",
+        "convert",
+        lambda c: (
+            _convert(c, "compodiff", "--checkpoint", _file(c, "pytorch_model.bin", b"")),
+            ["pytorch_model.bin", "empty (0 bytes)"],
+        ),
+    ),
+    (
+        "convert-compodiff-text-encoder-is-a-file",
+        "convert",
+        lambda c: (
+            [
+                "convert",
+                "compodiff",
+                "--checkpoint",
+                REFERENCE_COMPODIFF,
+                "--text-encoder",
+                REFERENCE_COMPODIFF / "pytorch_model.bin",
+                "--image-encoder",
+                c.clip,
+                "--output-dir",
+                c.root / "out",
+            ],  # fmt: skip
+            ["`text_encoder`", "pytorch_model.bin", "is a file", "expected a CLIPTextModel"],
+        ),
+    ),
+    (
+        "convert-lincir-safetensors-header-lies",
+        "convert",
+        lambda c: (
+            _convert(c, "lincir", "--phi-checkpoint", _file(c, "phi.safetensors", LYING_SAFETENSORS)),
+            ["`phi_checkpoint`", "phi.safetensors", "not a readable safetensors file", "expected a released phi"],
+        ),
+    ),
+    (
+        "convert-searle-checkpoint-zero-bytes",
+        "convert",
+        lambda c: (
+            _convert(c, "searle", "--phi-checkpoint", _file(c, "SEARLE.pt", b"")),
+            ["`phi_checkpoint`", "SEARLE.pt", "empty (0 bytes)"],
+        ),
+    ),
+    (
+        "convert-pic2word-checkpoint-header-lies",
+        "convert",
+        lambda c: (
+            _convert(c, "pic2word", "--checkpoint", _file(c, "pic2word.safetensors", LYING_SAFETENSORS)),
+            ["`checkpoint`", "pic2word.safetensors", "not a readable safetensors file", "expected a Pic2Word"],
+        ),
+    ),
+    (
+        "convert-lincir-clip-is-a-file",
+        "convert",
+        lambda c: (
+            (
+                torch.save(
+                    {"Phi": {f"layers.{i}.{k}": torch.ones(2, 2) for i in (0, 3, 6) for k in ("weight", "bias")}},
+                    c.root / "phi.pt",
+                ),
+                [
+                    "convert",
+                    "lincir",
+                    "--phi-checkpoint",
+                    c.root / "phi.pt",
+                    "--clip",
+                    c.clip / "model.safetensors",
+                    "--output-dir",
+                    c.root / "out",
+                ],  # fmt: skip
+            )[1:]
+            + (["`clip_name_or_path`", "model.safetensors", "is a file"],)
+        ),
+    ),
     ("convert-usage-no-model", "convert", lambda c: (["convert"], ["MODEL"])),
     (
         "convert-usage-missing-clip",
@@ -1069,6 +1434,18 @@ CASES = [
 ]
 
 
+def _empty_paths_parquet() -> bytes:
+    """A Parquet file with a column of image paths and no rows."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"image": pa.array([], pa.string())}), buffer)
+    return buffer.getvalue()
+
+
 def _drop_key(index: Path, key: str) -> Path:
     info = json.loads((index / "index.json").read_text())
     info.pop(key, None)
@@ -1077,16 +1454,21 @@ def _drop_key(index: Path, key: str) -> Path:
 
 
 @pytest.fixture
-def ctx(workspace, toy_lincir):
+def ctx(workspace, toy_lincir, toy_index):
     from hf_cir.toy.checkpoints import toy_checkpoint
 
-    return SimpleNamespace(
+    context = SimpleNamespace(
         root=workspace,
         photos=workspace / "photos",
         index=workspace / "photos.index",
+        toy_index=toy_index,
         lincir=toy_lincir,
         clip=toy_checkpoint("clip"),
+        lock=None,
     )
+    yield context
+    if context.lock is not None:
+        context.lock.close()
 
 
 @pytest.mark.parametrize("case_id, command, setup", CASES, ids=[case[0] for case in CASES])

@@ -109,3 +109,13 @@ def test_evaluate_pic2word_folder_and_update_its_card(capsys, family, tmp_path):
     assert card.data.license == "apache-2.0" and "saito2023pic2word" in card.text
     code, out, err = run(capsys, "evaluate", *common, "--method", "searle")
     assert code == 2 and "'searle' needs a searle model" in err
+
+
+def test_update_model_card_takes_the_folders_own_method(family):
+    # Without `model_method`, the card's model-index takes the folder's own method (SEARLE), not its model type.
+    from hf_cir.evaluation import update_model_card
+    from hf_cir.evaluation.evaluate import EvaluationResult
+
+    result = EvaluationResult("cirr", "val", "searle", str(family["searle"]), {"recall@1": 50.0}, 3, 8)
+    card = ModelCard.load(update_model_card(family["searle"], [result]))
+    assert {entry.metric_name for entry in card.data.eval_results} == {"recall@1 (searle)"}

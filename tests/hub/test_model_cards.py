@@ -14,15 +14,17 @@ import torch
 import yaml
 from huggingface_hub import EvalResult, ModelCard
 from PIL import Image
+from toy.tools import load_toy_tool  # tests/toy/tools.py (tests/ is on the path through its conftest)
 
 from hf_cir import CompoDiffPipeline, LinCIRModel, LinCIRProcessor
 from hf_cir.evaluation import update_model_card
 from hf_cir.evaluation.evaluate import EvaluationResult
 from hf_cir.hub import create_compodiff_model_card, create_lincir_model_card, save_pretrained
 from hf_cir.toy import toy_checkpoint
-from hf_cir.toy.build_models import TOY_COMPODIFF_EXAMPLE, TOY_LINCIR_EXAMPLE_TEXT
 
 ROOT = Path(__file__).resolve().parents[2]
+_TOY_BUILD = load_toy_tool("build_toy_models")
+TOY_COMPODIFF_EXAMPLE, TOY_LINCIR_EXAMPLE_TEXT = _TOY_BUILD.TOY_COMPODIFF_EXAMPLE, _TOY_BUILD.TOY_LINCIR_EXAMPLE_TEXT
 IMAGES = {"reference.jpg": (200, 30, 30), "a.jpg": (30, 30, 200), "b.jpg": (30, 200, 30)}
 BLOCK_HF_CIR = """
 import sys
@@ -132,9 +134,7 @@ def test_toy_compodiff_card_snippet_runs_as_written(tmp_path):
         example["prompt"],
         image=images["reference.jpg"],
         negative_prompt=example["negative_prompt"],
-        guidance_scale=example["guidance_scale"],
-        image_guidance_scale=example["image_guidance_scale"],
-        generator=torch.Generator().manual_seed(0),
+        generator=torch.Generator().manual_seed(0),  # the checkpoint's own guidance, as the card's snippet shows
     ).image_embeds
     query = query / query.norm(dim=-1, keepdim=True)
     gallery = pipe.encode_image([images["a.jpg"], images["b.jpg"]])

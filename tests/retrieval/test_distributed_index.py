@@ -19,7 +19,7 @@ from .conftest import make_gallery
 LAUNCHED = textwrap.dedent(
     """
     import os, signal, sys
-    from hf_cir.retrieval.models import LinCIRRetrievalModel
+    from hf_cir.retrieval.adapters.lincir import LinCIRRetrievalModel
 
     original = LinCIRRetrievalModel.encode_pixel_values
     calls = 0

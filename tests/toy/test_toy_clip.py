@@ -14,14 +14,16 @@ from transformers import (
 )
 
 from hf_cir.toy import ToyWorld
-from hf_cir.toy.clip import (
-    ToyCLIPTrainingArguments,
-    build_toy_clip,
-    build_toy_image_processor,
-    pixel_values_from_uint8,
-    train_toy_clip,
-)
 from hf_cir.toy.tokenization import build_toy_tokenizer
+
+from .tools import load_toy_tool
+
+_TRAINER = load_toy_tool("train_toy_clip")  # training/toy/train_toy_clip.py
+ToyCLIPTrainingArguments = _TRAINER.ToyCLIPTrainingArguments
+build_toy_clip = _TRAINER.build_toy_clip
+build_toy_image_processor = _TRAINER.build_toy_image_processor
+pixel_values_from_uint8 = _TRAINER.pixel_values_from_uint8
+train_toy_clip = _TRAINER.train_toy_clip
 
 
 def test_config_fits_the_tokenizer():

@@ -6,7 +6,10 @@ import numpy as np
 from PIL import Image
 
 from hf_cir.toy import ToyWorld
-from hf_cir.toy.compodiff_data import write_compodiff_training_files
+
+from .tools import load_toy_tool
+
+write_compodiff_training_files = load_toy_tool("build_toy_models").write_compodiff_training_files
 
 
 def test_training_files(tmp_path):

@@ -6,8 +6,12 @@ from PIL import Image
 
 from hf_cir.cli import main
 from hf_cir.toy import ToyWorld
-from hf_cir.toy.build_models import _copy_model_folder, annotate_toy_card
 from hf_cir.toy.demo import run_demo, select_demo_queries
+
+from .tools import load_toy_tool
+
+_BUILD = load_toy_tool("build_toy_models")  # training/toy/build_toy_models.py
+_copy_model_folder, annotate_toy_card = _BUILD._copy_model_folder, _BUILD.annotate_toy_card
 
 
 def test_demo_prints_results_and_writes_the_sheet(tmp_path):

@@ -115,3 +115,15 @@ def card_arguments(script, card_text: str) -> dict:
 def run_arguments(script, argv: list) -> dict:
     """The arguments of a run with `argv`, local paths as a card shows them (`hf_cir.hub.portable_path`)."""
     return _comparable(vars(script.parse_args([str(a) for a in argv])))
+
+
+def run_cli(script, argv: list, prog: str) -> int:
+    """Run a training script in this process through its command-line boundary (`run_training_script`, as
+    `__main__` does); returns the exit status."""
+    from hf_cir.training import run_training_script
+
+    _reset_accelerate()
+    try:
+        return run_training_script(script.main, script.parse_args, [str(a) for a in argv], prog=prog)
+    finally:
+        _reset_accelerate()

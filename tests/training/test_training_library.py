@@ -11,11 +11,13 @@ import datasets
 import pytest
 import torch
 from diffusers.training_utils import EMAModel
-from huggingface_hub import ModelCardData
+from huggingface_hub import ModelCard
 
+from hf_cir.hub import write_model_card
 from hf_cir.training import (
     IndexStream,
     check_output_dir,
+    claim_outputs,
     create_ema,
     filter_captions,
     find_latest_checkpoint,
@@ -27,7 +29,7 @@ from hf_cir.training import (
     resolve_resume_checkpoint,
     save_ema,
     training_arguments,
-    write_training_model_card,
+    training_details_markdown,
 )
 from hf_cir.training.checkpointing import TRAINING_STATE_NAME
 
@@ -82,8 +84,10 @@ def test_filter_captions_skips_and_counts_empty_and_non_string():
     kept, skipped = filter_captions(dataset, "text", "$")
     assert kept["text"] == ["a cat", "a dog"] and skipped == 4
     numbers = datasets.Dataset.from_dict({"text": [1, 2]})
-    kept, skipped = filter_captions(numbers, "text", "$")
-    assert len(kept) == 0 and skipped == 2
+    with pytest.raises(ValueError, match="--text_column 'text' holds int64 values; expected text"):
+        filter_captions(numbers, "text", "$")
+    with pytest.raises(ValueError, match="no usable caption: all 3 rows of --text_column 'text' are empty"):
+        filter_captions(datasets.Dataset.from_dict({"text": ["", None, "$"]}), "text", "$")
 
 
 def test_index_stream_resumes_and_shards():
@@ -125,6 +129,12 @@ def test_latest_checkpoint_ignores_incomplete_and_temporary_folders(tmp_path):
 def test_check_output_dir_refuses_to_mix_runs(tmp_path):
     identity = {"script": "train_lincir.py", "data": "a.txt"}
     check_output_dir(tmp_path, identity, None)
+    _fake_checkpoint(tmp_path, 4)
+    # A checkpoint hf-cir did not record is never taken as a run's (nor deleted by --overwrite_output_dir).
+    with pytest.raises(FileExistsError, match="checkpoint-4 was not written by an hf-cir training run"):
+        check_output_dir(tmp_path, identity, None, overwrite=True)
+    shutil.rmtree(tmp_path / "checkpoint-4")
+    claim_outputs(tmp_path, ["checkpoint-4"])  # recorded before it is written, as `save_checkpoint` does
     _fake_checkpoint(tmp_path, 4)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         check_output_dir(tmp_path, identity, None)
@@ -186,19 +196,15 @@ def test_ema_of_a_diffusers_model_uses_emamodel_save_pretrained(tmp_path):
 def test_training_card_lists_arguments_without_secrets(tmp_path):
     args = argparse.Namespace(learning_rate=3e-4, train_batch_size=8, hub_token="hf_secret", output_dir=tmp_path)
     assert "hub_token" not in training_arguments(args)
-    card = write_training_model_card(
-        tmp_path,
-        "no-such-template",
-        ModelCardData(license="apache-2.0", tags=["hf-cir"]),
-        "train_lincir.py",
-        args,
-        data={"captions": 3},
-        results={"final_train_loss": 0.1},
+    details = training_details_markdown(
+        "train_lincir.py", args, data={"captions": 3}, results={"final_train_loss": 0.1}
     )
+    card = ModelCard(f"---\nlicense: apache-2.0\n---\n# A run\n\n## Training\n\n{details}\n")
+    write_model_card(card, tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "| `learning_rate` | `0.0003` |" in text and "| `train_batch_size` | `8` |" in text
     assert "hf_secret" not in text and "| captions | `3` |" in text
-    assert card.data.license == "apache-2.0"
+    assert ModelCard.load(tmp_path / "README.md").data.license == "apache-2.0"
 
 
 def test_push_to_hub_uploads_the_model_without_training_state(tmp_path, monkeypatch):
@@ -295,11 +301,14 @@ def test_a_checkpoint_removes_temporary_folders_left_by_a_killed_run(tmp_path):
 
     accelerator = Accelerator(cpu=True)
     accelerator.prepare(torch.nn.Linear(2, 2))
-    for name in (".checkpoint-4.tmp", ".checkpoint-9.tmp", ".checkpoint-x.tmp"):
+    claim_outputs(tmp_path, [".checkpoint-4.tmp", ".checkpoint-9.tmp"])  # recorded by the killed run first
+    for name in (".checkpoint-4.tmp", ".checkpoint-7.tmp", ".checkpoint-9.tmp", ".checkpoint-x.tmp"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"half written")
     (tmp_path / "notes.txt").write_text("mine")
     save_checkpoint(accelerator, tmp_path, 6, {"epoch": 0})
     assert (tmp_path / "checkpoint-6" / TRAINING_STATE_NAME).is_file()
     left = sorted(path.name for path in tmp_path.iterdir())
-    assert left == [".checkpoint-x.tmp", "checkpoint-6", "notes.txt"]  # only hf-cir's own temporary names go
+    # Only the temporaries hf-cir recorded go; an unrecorded one stays, whatever its name.
+    assert left == [".checkpoint-7.tmp", ".checkpoint-x.tmp", "checkpoint-6", "notes.txt", "training_run.json"]
+    assert json.loads((tmp_path / "training_run.json").read_text())["written"] == ["checkpoint-6", "training_run.json"]

@@ -1,7 +1,8 @@
 """The import graph of `hf_cir`: imports only point down the layers the README lists, and no module cycle exists.
 
 Every `import` / `from ... import` in every module counts, also those inside functions (a lazy import is still a
-dependency) and those guarded by `try`.
+dependency) and those guarded by `try`. No module locates a file above the package either (`Path(__file__).parents[N]`
+or `.parent.parent...` climbing out of `hf_cir`): what the package reads ships inside it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hf_cir
 PACKAGE = Path(hf_cir.__file__).resolve().parent
 # Lowest first; a module may import its own layer and the ones below, never one above.
 LAYERS = (
-    ("utils",),
+    ("utils", "families"),  # `families`: the model-family registry, names and "module:attribute" strings only
     ("models", "schedulers"),
     ("pipelines", ""),  # "" is the package root `hf_cir/__init__.py` (it re-exports models, schedulers, pipelines)
     ("conversion", "hub"),
@@ -119,3 +120,52 @@ def test_the_check_sees_a_violation(tmp_path):
     module.write_text("def lazy():\n    from ..commands import cli\n")
     imported = _imports(module, "hf_cir.models.bad")
     assert "hf_cir.commands" in imported and _layer("hf_cir.commands") > _layer("hf_cir.models.bad")
+
+
+def _climbs_out(path: Path, depth: int) -> list[str]:
+    """Expressions of `path` that reach above the package from `__file__`: `X.parents[N]` or N chained `.parent`.
+
+    `depth` is the file's depth in the package (`hf_cir/hub/cards.py`: 2; its `parents[1]` is the package).
+    """
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(node)):
+            continue
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "parents"
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, int)
+            and node.slice.value >= depth
+        ):
+            found.append(f"line {node.lineno}: parents[{node.slice.value}]")
+        if isinstance(node, ast.Attribute) and node.attr == "parent":
+            chain, inner = 0, node
+            while isinstance(inner, ast.Attribute) and inner.attr == "parent":
+                chain, inner = chain + 1, inner.value
+            if chain > depth:  # the first `.parent` is the file's own folder
+                found.append(f"line {node.lineno}: {chain} x .parent")
+    return found
+
+
+def test_no_module_locates_files_above_the_package():
+    climbing = {
+        str(relative): found
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "checkpoints" not in (relative := path.relative_to(PACKAGE)).parts
+        and (found := _climbs_out(path, len(relative.parts)))
+    }
+    assert not climbing, "\n".join(f"{path}: {', '.join(found)}" for path, found in climbing.items())
+
+
+def test_the_climb_check_sees_a_climb(tmp_path):
+    module = tmp_path / "cards.py"
+    module.write_text(
+        "from pathlib import Path\n"
+        "INSIDE = Path(__file__).resolve().parents[1] / 'model_card_templates'\n"
+        "A = Path(__file__).resolve().parents[3] / 'model_cards'\n"
+        "B = Path(__file__).parent.parent.parent\n"
+    )
+    found = _climbs_out(module, 2)  # as if it were hf_cir/hub/cards.py
+    assert sorted(found) == ["line 3: parents[3]", "line 4: 3 x .parent"]

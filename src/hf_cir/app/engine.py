@@ -14,8 +14,12 @@ Each stage is timed per column.
 
 from __future__ import annotations
 
-import inspect
+import hashlib
+import io
 import os
+import shutil
+import tarfile
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,14 +29,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..retrieval import (
-    BASELINE_METHODS,
-    REFERENCE_IMAGE_METHODS,
-    CompoDiffRetrievalModel,
-    GalleryIndex,
-    RetrievalModel,
-)
-from ..utils import load_image
+from ..families import BASELINE_METHODS, all_methods, method_spec, methods_taking, read_model_folder
+from ..retrieval import GalleryIndex, RetrievalModel
+from ..retrieval.query import ComposedQuery, retrieve
+from ..retrieval.validation import resolve_inside
+from ..utils import IMAGE_EXTENSIONS, load_image
+from ..utils.images import check_pixel_budget
 
 __all__ = [
     "Column",
@@ -46,24 +48,29 @@ __all__ = [
     "mask_from_strokes",
 ]
 
-# How the page names each method; a method missing here is shown by its name.
-METHOD_LABELS = {
-    "lincir": "LinCIR",
-    "searle": "SEARLE",
-    "pic2word": "Pic2Word",
-    "compodiff": "CompoDiff",
-    "image": "Image only (baseline)",
-    "text": "Text only (baseline)",
-    "sum": "Image + text (baseline)",
+# How the query's inputs are named in errors (`ComposedQuery.check`; what each method needs is in the family registry).
+QUERY_NAMES = {
+    "text": "a modification text (`text`)",
+    "reference": "a reference image (`reference`: upload one or pick one from the gallery)",
+    "mask": "`mask`",
+    "negative_text": "`negative_text`",
 }
-# CompoDiff's sampling settings the app exposes (keyword arguments of the pipeline's `__call__`), and the seed.
-SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "source_weight")
-# Methods that compose with a reference image (the text baseline needs none; CompoDiff can sample from text alone).
-_NEEDS_REFERENCE = REFERENCE_IMAGE_METHODS  # lincir, searle, pic2word, image, sum
-# Texts kept by each served CompoDiff pipeline's text-encoding cache (bounded, least recently used dropped first): a
+# Texts kept by each served model's text-encoding cache (CompoDiff's (bounded, least recently used dropped first): a
 # page re-runs the same modification text with other settings, other references or other methods, and every query
 # has the (usually empty) negative prompt. A model that already has a cache keeps its own.
 APP_TEXT_CACHE_SIZE = 256
+# What one query may ask of the machine (each refused over the limit with one message naming it). The pixel budget is
+# read from an image's header before anything is decoded: PIL's decompression-bomb limit only warns below 179 Mpixel,
+# and a 20 KB PNG can claim 144 Mpixel (over 400 MB once decoded as RGB).
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_TEXT_CHARS = 1_000  # the text encoders read 77 tokens: a sentence or two
+MAX_TOP_K = 100
+MAX_INFERENCE_STEPS = 100
+MAX_TAR_MEMBER_BYTES = 100 * 2**20
+# An uploaded reference that is a gallery image pixel for pixel is left out of the results, as `hf-cir search` leaves
+# out an `--image` of the index: the candidates are its nearest stored embeddings above this cosine.
+SAME_PICTURE_CANDIDATES = 3
+SAME_PICTURE_MIN_SCORE = 0.95
 
 
 @dataclass
@@ -73,14 +80,10 @@ class ServedIndex:
     name: str
     index: GalleryIndex
     model: RetrievalModel
-    _rows: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self):
-        self._rows = {path: row for row, path in enumerate(self.index.paths)}
-
-    def stored_embedding(self, image_id: str) -> torch.Tensor:
-        """The gallery image's embedding as stored in the index, `[1, D]`."""
-        return self.index.embeddings[self._rows[image_id]].unsqueeze(0).float()
+    def holds(self, image_id: str) -> bool:
+        """Whether the index stores `image_id` (its embedding is then reused for a gallery reference)."""
+        return self.index.position(image_id) is not None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,13 @@ class Gallery:
         self.root = roots.pop()
         self.ids = list(served[0].index.paths)
         self._ids = set(self.ids)
+        self._rows = {image_id: row for row, image_id in enumerate(self.ids)}
+        # The only folder the page's images come from: copies (or links) of the indexed images, made on first use.
+        self._shown_folder = tempfile.TemporaryDirectory(prefix="hf-cir-app-")
+        self.shown_folder = Path(self._shown_folder.name).resolve()
+        self._shown: dict[str, Path] = {}
+        self._members: dict[Path, dict[str, tuple[int, int]]] = {}  # tar -> sample key -> its image's bytes
+        self._files_lock = threading.Lock()
         self.examples = [(image_id, text) for image_id, text in (examples or []) if image_id in self._ids]
         self.columns = self._make_columns()
 
@@ -115,28 +125,115 @@ class Gallery:
         counts = {method: sum(m == method for _, m in own) for _, method in own}
         columns = {}
         for served, method in own:
-            key, label = method, METHOD_LABELS.get(method, method)
+            key, label = method, method_spec(method).label
             if counts[method] > 1:
                 key, label = f"{method}@{served.name}", f"{label} ({served.name})"
             columns[key] = Column(key, label, method, served)
-        # The baselines once, with a LinCIR model when there is one (CLIP's own text tower).
-        base = next((s for s in self.served if s.model.model_type == "lincir"), self.served[0])
+        # The baselines once, with a model whose text baseline is CLIP's own text tower when there is one.
+        base = next((s for s in self.served if read_family(s.model).clip_text_baseline), self.served[0])
         for method in BASELINE_METHODS:
             if method in base.model.methods:
-                columns[method] = Column(method, METHOD_LABELS.get(method, method), method, base)
+                columns[method] = Column(method, method_spec(method).label, method, base)
         return columns
 
     def has_image(self, image_id: str) -> bool:
         return image_id in self._ids
 
-    def image_path(self, image_id: str) -> Path:
-        """The file of a gallery image; only the indexed images resolve (nothing else under or beyond the root)."""
-        if not self.has_image(image_id):
-            raise ValueError(f"`reference_id`: {image_id!r} is not an image of the gallery {self.name!r}.")
-        return self.served[0].index.image_file(image_id)
+    def check_id(self, image_id: Any, what: str = "reference_id") -> str:
+        """`image_id` if it is an id of the gallery, else a `ValueError` (ids are looked up, never opened)."""
+        if not isinstance(image_id, str) or not self.has_image(image_id):
+            raise ValueError(f"`{what}`: {shorten(image_id)} is not an image of the gallery {self.name!r}.")
+        return image_id
+
+    def image_file(self, image_id: str, what: str = "reference_id") -> Path | None:
+        """The real file of a gallery image, found from the index's stored metadata (its `path`, never the id), that
+        resolves inside the image root and is a regular file; `None` for a sample without a file of its own (a
+        webdataset tar member, an image stored inside a dataset). Errors name the id, never a server path."""
+        metadata = self.served[0].index.metadata([self._rows[self.check_id(image_id, what)]])[0]
+        stored = metadata.get("path")
+        if metadata.get("shard") is not None or not isinstance(stored, str) or not stored:
+            return None
+        try:
+            file = resolve_inside(self.root, stored, what)
+        except ValueError:
+            file = None
+        if file is None or not file.is_file():
+            raise ValueError(f"`{what}`: the gallery image {image_id!r} cannot be read (missing or not served).")
+        return file
+
+    def open_image(self, image_id: str, what: str = "reference_id") -> Image.Image:
+        """A gallery image, decoded as RGB within `MAX_IMAGE_PIXELS` (a webdataset sample from its tar member)."""
+        file = self.image_file(image_id, what)
+        if file is not None:
+            return _decode(file, what, repr(image_id))
+        return _decode(self._member_bytes(image_id, what), what, repr(image_id))
+
+    def _member_bytes(self, image_id: str, what: str) -> bytes:
+        """The image member of a webdataset sample: its tar (the stored `shard`, inside the root) is scanned once for
+        the offsets of its members; the sample is found by its stored `key`, read as data and never as a path."""
+        from ..retrieval.sources import _sample_key
+
+        metadata = self.served[0].index.metadata([self._rows[image_id]])[0]
+        shard, key = metadata.get("shard"), metadata.get("key", image_id)
+        unreadable = ValueError(f"`{what}`: the gallery image {image_id!r} cannot be read (missing or not served).")
+        try:
+            tar = resolve_inside(self.root, shard, what) if isinstance(shard, str) else None
+        except ValueError:
+            tar = None
+        if tar is None or not tar.is_file():
+            raise unreadable
+        with self._files_lock:
+            if tar not in self._members:
+                members: dict[str, tuple[int, int]] = {}
+                try:
+                    with tarfile.open(tar, "r:*") as archive:
+                        for member in archive:
+                            member_key, extension = _sample_key(member.name)
+                            if member.isfile() and f".{extension.rsplit('.', 1)[-1]}" in IMAGE_EXTENSIONS:
+                                members[member_key] = (member.offset_data, member.size)
+                except (tarfile.TarError, OSError):
+                    raise unreadable from None
+                self._members[tar] = members
+            location = self._members[tar].get(key)
+        if location is None or location[1] > MAX_TAR_MEMBER_BYTES:
+            raise unreadable
+        with open(tar, "rb") as handle:
+            handle.seek(location[0])
+            return handle.read(location[1])
+
+    def shown_file(self, image_id: str) -> str:
+        """A file the page may show for a gallery image: a link to (or copy of) its real file, or its tar member
+        re-encoded as PNG, in `shown_folder`, the only folder of gallery images Gradio is allowed to serve."""
+        with self._files_lock:
+            shown = self._shown.get(image_id)
+        if shown is not None and shown.is_file():
+            return str(shown)
+        file = self.image_file(image_id, "image")
+        if file is not None and file.suffix.lower() in IMAGE_EXTENSIONS:
+            status = file.stat()
+            digest = hashlib.sha256(f"{file}\0{status.st_size}\0{status.st_mtime_ns}".encode()).hexdigest()[:32]
+            shown = self.shown_folder / f"{digest}{file.suffix.lower()}"
+            if not shown.is_file():
+                partial = self.shown_folder / f".{digest}.{threading.get_ident()}.partial"
+                try:
+                    os.link(file, partial)
+                except OSError:
+                    shutil.copyfile(file, partial)
+                os.replace(partial, shown)
+        else:
+            buffer = io.BytesIO()
+            self.open_image(image_id, "image").save(buffer, format="PNG")
+            shown = self.shown_folder / f"{hashlib.sha256(buffer.getvalue()).hexdigest()[:32]}.png"
+            if not shown.is_file():
+                partial = self.shown_folder / f".{shown.stem}.{threading.get_ident()}.partial"
+                partial.write_bytes(buffer.getvalue())
+                os.replace(partial, shown)
+        with self._files_lock:
+            self._shown[image_id] = shown
+        return str(shown)
 
     def served_for(self, image_id: str, served: ServedIndex) -> bool:
-        return image_id in served._rows
+        return served.holds(image_id)
 
 
 @dataclass
@@ -151,7 +248,8 @@ class Query:
         mask: CompoDiff's mask (single channel, the reference's size; white = the region the text may change).
         methods: Column keys to run; default: every column of the gallery.
         top_k: Results per column.
-        sampling: CompoDiff settings (`SAMPLING_KEYS` and `seed`); default: the served model's own.
+        sampling: The settings of a model's own method (`RetrievalModel.settings()`: CompoDiff's sampling settings
+            and `seed`); default: the served model's own.
     """
 
     text: str = ""
@@ -164,53 +262,55 @@ class Query:
     sampling: dict[str, Any] = field(default_factory=dict)
 
 
-def compodiff_defaults(model: RetrievalModel) -> dict[str, Any]:
-    """The sampling settings a CompoDiff model uses: its pipeline's defaults, overridden by the model's own."""
-    if not isinstance(model, CompoDiffRetrievalModel):
-        return {}
-    parameters = inspect.signature(model.pipeline.__call__).parameters
-    defaults = {key: parameters[key].default for key in SAMPLING_KEYS if key in parameters}
-    for key, value in defaults.items():
-        if value is None:  # "the pipeline's current default", e.g. `pipeline.default_num_inference_steps`
-            defaults[key] = getattr(model.pipeline, f"default_{key}", None)
-    defaults.update({key: value for key, value in model.sampling_kwargs.items() if key in SAMPLING_KEYS})
-    defaults["seed"] = model.seed
-    return defaults
+def read_family(model: RetrievalModel):
+    """The registered family of a served model (`hf_cir.families`)."""
+    from ..families import get_model_family
+
+    return get_model_family(model.model_type)
 
 
-def _with_sampling(model: RetrievalModel, sampling: dict[str, Any]) -> RetrievalModel:
-    """A CompoDiff model sharing `model`'s pipeline with other sampling settings (no state of `model` changes)."""
-    if not isinstance(model, CompoDiffRetrievalModel) or not sampling:
+def _with_settings(model: RetrievalModel, settings: dict[str, Any]) -> RetrievalModel:
+    """`model` with a query's own settings (`RetrievalModel.with_settings`), within what one query may ask. The page
+    sends its settings with every query: a model without settings (no sampling) ignores them."""
+    if not model.settings():
         return model
-    unknown = sorted(set(sampling) - set(SAMPLING_KEYS) - {"seed"})
-    if unknown:
-        raise ValueError(f"Unknown CompoDiff setting(s) {unknown}; expected some of {[*SAMPLING_KEYS, 'seed']}.")
-    settings = {**model.sampling_kwargs, **{k: v for k, v in sampling.items() if k != "seed" and v is not None}}
     steps = settings.get("num_inference_steps")
-    if steps is not None and (int(steps) != steps or steps < 1):
-        raise ValueError(f"`num_inference_steps` must be a positive integer, got {steps!r}.")
-    if steps is not None:
-        settings["num_inference_steps"] = int(steps)
-    for key in ("guidance_scale", "image_guidance_scale"):
-        if settings.get(key) is not None and settings[key] < 0:
-            raise ValueError(f"`{key}` must be >= 0, got {settings[key]!r}.")
-    weight = settings.get("source_weight")
-    if weight is not None and not 0.0 <= weight <= 1.0:
-        raise ValueError(f"`source_weight` must be in [0, 1], got {weight!r}.")
-    seed = sampling.get("seed")
-    seed = model.seed if seed is None else int(seed)
-    return CompoDiffRetrievalModel(model.pipeline, model.name_or_path, model.device, seed=seed, **settings)
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_INFERENCE_STEPS):
+        raise ValueError(f"`num_inference_steps` must be an integer in [1, {MAX_INFERENCE_STEPS}], got {steps!r}.")
+    return model.with_settings(settings)
 
 
 def load_upload(path: str | os.PathLike, what: str = "reference image") -> Image.Image:
-    """Open an uploaded image with the library's checks (unreadable files, decompression bombs); the error names the
-    upload by its file name, not by the server's upload folder."""
-    path = Path(path)
+    """Open an uploaded image with the library's checks (unreadable files, more than `MAX_IMAGE_PIXELS` pixels
+    read from the header before decoding); the error names the upload by its file name, not by the server's folder."""
+    return _decode(Path(path), what, Path(path).name)
+
+
+def _decode(source: Path | bytes, what: str, label: str) -> Image.Image:
+    """An image file (or its bytes) as RGB within `MAX_IMAGE_PIXELS`; a `ValueError` that names `label`, never the
+    file's server path (and says the same of a missing file as of an unreadable one)."""
     try:
-        return load_image(path, name=what)
-    except (ValueError, OSError) as error:
-        message = str(error).replace(str(path), path.name)
-        raise type(error)(message) from error
+        if isinstance(source, bytes):
+            with Image.open(io.BytesIO(source)) as opened:
+                check_pixel_budget(*opened.size, MAX_IMAGE_PIXELS, name=what, path=label)  # before decoding
+                opened.load()
+                return load_image(opened, name=what)
+        return load_image(source, name=what, max_pixels=MAX_IMAGE_PIXELS)
+    except (ValueError, OSError, Image.DecompressionBombError) as error:
+        message = str(error)
+        if isinstance(source, Path):
+            message = message.replace(str(source), label)
+        if isinstance(error, FileNotFoundError):
+            message = f"`{what}`: {label} is not a readable image (no such file)."
+        elif isinstance(source, bytes) and not message.startswith("`"):
+            message = f"`{what}`: {label} is not a readable image ({message})."
+        raise ValueError(message) from None
+
+
+def shorten(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: messages name what a client sent without echoing all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def mask_from_strokes(strokes: list[Image.Image], size: tuple[int, int]) -> Image.Image | None:
@@ -254,16 +354,15 @@ class SearchEngine:
         self._models_lock = threading.RLock()
         for gallery in galleries:
             for served in gallery.served:
-                pipeline = getattr(served.model, "pipeline", None) if served.model.model_type == "compodiff" else None
-                if pipeline is not None and getattr(pipeline, "text_encoding_cache", False) is None:
-                    pipeline.enable_text_encoding_cache(APP_TEXT_CACHE_SIZE)
+                served.model.enable_text_cache(APP_TEXT_CACHE_SIZE)  # a model that has a cache keeps its own
         if decoder is not None:
             from ..pipelines.unclip_decoding import decoder_embedding_dim
 
             expected = decoder_embedding_dim(decoder)
             for gallery in galleries:
                 for served in gallery.served:
-                    if served.model.model_type == "compodiff" and expected not in (None, served.model.embedding_dim):
+                    pictured = method_spec(served.model.default_method).image_embedding
+                    if pictured and expected not in (None, served.model.embedding_dim):
                         raise ValueError(
                             f"`--decoder` generates from {expected}-d CLIP image embeddings, but {served.model.name_or_path} "
                             f"embeds into {served.model.embedding_dim} dimensions; use a decoder on the same CLIP model."
@@ -271,8 +370,13 @@ class SearchEngine:
 
     @property
     def roots(self) -> list[Path]:
-        """The image folders served: the only files the app may show."""
+        """The galleries' image folders (read through their indexes' stored paths only, never served as folders)."""
         return [gallery.root for gallery in self.galleries.values()]
+
+    @property
+    def shown_folders(self) -> list[Path]:
+        """The only folders of gallery images Gradio may serve: each gallery's copies of its indexed images."""
+        return [gallery.shown_folder for gallery in self.galleries.values()]
 
     @classmethod
     def from_folders(
@@ -296,7 +400,8 @@ class SearchEngine:
 
         def load(name_or_path: str) -> RetrievalModel:
             if name_or_path not in loaded:
-                model_type_sampling = sampling if _is_compodiff_folder(name_or_path) else {}
+                # The sampling options go to the families that sample (`ModelFamily.sampling_options`).
+                model_type_sampling = sampling if read_model_folder(name_or_path).family.sampling_options else {}
                 loaded[name_or_path] = load_retrieval_model(
                     name_or_path, device=device, dtype=dtype, **model_type_sampling
                 )
@@ -353,47 +458,55 @@ class SearchEngine:
         return self.galleries[name]
 
     def sampling_defaults(self, gallery: str | None = None) -> dict[str, Any]:
-        """CompoDiff's settings as the gallery's CompoDiff model uses them by default (empty without CompoDiff)."""
+        """The per-query settings (CompoDiff's sampling) as the gallery's first model that has some uses them by
+        default (empty when no served model has settings)."""
         for served in self.gallery(gallery).served:
-            if isinstance(served.model, CompoDiffRetrievalModel):
-                return compodiff_defaults(served.model)
+            settings = served.model.settings()
+            if settings:
+                return settings
         return {}
 
     # -- querying --------------------------------------------------------------------------------------------------
 
     def _check(self, gallery: Gallery, query: Query) -> list[Column]:
         keys = list(query.methods) if query.methods else list(gallery.columns)
-        unknown = [key for key in keys if key not in gallery.columns]
+        unknown = [key for key in keys if not isinstance(key, str) or key not in gallery.columns]
         if unknown:
             raise ValueError(
-                f"`methods`: unknown method(s) {', '.join(map(repr, unknown))} for the gallery {gallery.name!r}; "
-                f"it offers: {', '.join(gallery.columns)}."
+                f"`methods`: unknown method(s) {', '.join(map(shorten, unknown[:3]))} for the gallery "
+                f"{gallery.name!r}; it offers: {', '.join(gallery.columns)}."
             )
-        if isinstance(query.top_k, bool) or int(query.top_k) != query.top_k or query.top_k < 1:
-            raise ValueError(f"`top_k` must be a positive integer, got {query.top_k!r}.")
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"`methods`: {', '.join(map(repr, repeated))} listed more than once.")
+        top_k = query.top_k
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"`top_k` must be an integer in [1, {MAX_TOP_K}], got {shorten(top_k)}.")
+        for name, value in (("text", query.text), ("negative_text", query.negative_text)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"`{name}` must be a string, got {type(value).__name__}.")
+            if value is not None and len(value) > MAX_TEXT_CHARS:
+                raise ValueError(
+                    f"`{name}`: {len(value):,} characters, more than the {MAX_TEXT_CHARS:,} accepted (the text encoder "
+                    "reads 77 tokens: a sentence or two)."
+                )
         if query.image is not None and query.reference_id:
             raise ValueError("Give the reference either as an image or as `reference_id`, not both.")
+        if query.image is not None:
+            check_pixel_budget(*query.image.size, MAX_IMAGE_PIXELS, name="reference image")
         if query.reference_id:
-            gallery.image_path(query.reference_id)  # raises for an id outside the gallery
+            gallery.check_id(query.reference_id)
         columns = [gallery.columns[key] for key in keys]
-        has_reference = query.image is not None or bool(query.reference_id)
-        for column in columns:
-            if column.method != "image" and not (query.text or "").strip():
+        for column in columns:  # each method's rules (the family registry), before any model runs
+            _column_query(query, column).check(column.method, QUERY_NAMES, label=column.label)
+        for name in ("mask", "negative_text"):  # given to the methods that take them, refused if none does
+            if getattr(query, name) is not None and not any(getattr(method_spec(c.method), name) for c in columns):
+                takers = " and ".join(methods_taking(name))
                 raise ValueError(
-                    f"`text`: the modification text is empty; {column.label} needs one (only the image baseline "
-                    "works without text)."
+                    f"`{name}`: only {takers} takes a {name.replace('_', ' ')}; choose {takers} or clear it."
                 )
-            if column.method in _NEEDS_REFERENCE and not has_reference:
-                raise ValueError(
-                    f"`reference`: {column.label} needs a reference image: upload one or pick one from the gallery."
-                )
-        if query.mask is not None:
-            if query.mask.mode not in ("L", "1"):
-                raise ValueError(
-                    f"`mask`: must be a single-channel image (white = change), got mode {query.mask.mode!r}."
-                )
-            if not any(c.served.model.supports_masks and c.method == c.served.model.default_method for c in columns):
-                raise ValueError("`mask`: only CompoDiff takes a mask; choose the CompoDiff method or clear the mask.")
+        if query.mask is not None and query.mask.mode not in ("L", "1"):
+            raise ValueError(f"`mask`: must be a single-channel image (white = change), got mode {query.mask.mode!r}.")
         return columns
 
     def search(self, gallery: str | None, query: Query) -> dict[str, Any]:
@@ -411,96 +524,69 @@ class SearchEngine:
     def _search(self, gallery: str | None, query: Query) -> dict[str, Any]:
         gallery_ = self.gallery(gallery)
         columns = self._check(gallery_, query)
-        text = (query.text or "").strip()
-        references: dict[int, tuple[torch.Tensor, float, str]] = {}
-        reference_image: Image.Image | None = query.image
+        reference_cache: dict = {}  # the reference's embedding, once per served index
+        same_picture: list[str | None] = []  # the gallery image an uploaded reference is, pixel for pixel
 
-        def reference(served: ServedIndex) -> tuple[torch.Tensor | None, float, str]:
-            if query.image is None and not query.reference_id:
-                return None, 0.0, "none"
-            if id(served) not in references:
-                started = time.perf_counter()
-                if query.reference_id and gallery_.served_for(query.reference_id, served):
-                    embeds, source = served.stored_embedding(query.reference_id), "stored"
-                else:
-                    embeds, source = served.model.encode_images([the_reference_image()]), "image encoder"
-                references[id(served)] = (embeds, time.perf_counter() - started, source)
-                return references[id(served)]
-            embeds, _, source = references[id(served)]
-            return embeds, 0.0, f"{source}, shared"  # computed for an earlier column of this query
-
-        def the_reference_image() -> Image.Image:
-            nonlocal reference_image
-            if reference_image is None:
-                reference_image = load_image(gallery_.image_path(query.reference_id), name="reference_id")
-            return reference_image
+        def also_left_out(served: ServedIndex) -> str | None:
+            # As `hf-cir search` leaves out an `--image` of the index, the reference is left out of its own results
+            # when it is a gallery image: picked from the gallery, or uploaded and the same picture as one.
+            if query.reference_id:
+                return query.reference_id if gallery_.served_for(query.reference_id, served) else None
+            if query.image is None:
+                return None
+            if not same_picture:
+                first = gallery_.served[0]
+                embeds = first.model.encode_images([query.image])
+                same_picture.append(_same_picture(gallery_, first, embeds, query.image))
+            found = same_picture[0]
+            return found if found is not None and gallery_.served_for(found, served) else None
 
         results = {}
         for column in columns:
             served, method = column.served, column.method
             model = served.model
             own = method == model.default_method
-            embeds, encode_seconds, source = (None, 0.0, "none")
-            uses_mask = own and model.supports_masks and query.mask is not None
-            if method != "text" and not uses_mask:
-                embeds, encode_seconds, source = reference(served)
-            started = time.perf_counter()
-            kwargs: dict[str, Any] = {"method": method}
-            if own and model.supports_negative_text and query.negative_text:
-                kwargs["negative_texts"] = [query.negative_text]
-            if uses_mask:
-                image = the_reference_image()
-                if query.mask.size != image.size:
-                    raise ValueError(
-                        f"`mask`: has size {query.mask.size}, the reference image {image.size}; paint the mask on "
-                        "the reference itself."
-                    )
-                kwargs.update(images=[image], mask_images=[query.mask])
-                source = "image encoder"
-            elif embeds is not None:
-                kwargs["image_embeds"] = embeds
-            if method == "image":
-                query_embeds = embeds
-            else:
-                runner = _with_sampling(model, query.sampling) if own else model
-                query_embeds = runner.encode_queries([text], **kwargs)
-            compose_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            # As `hf-cir search` does, a gallery reference is left out of its own results.
-            left_out = (
-                query.reference_id if query.reference_id and gallery_.served_for(query.reference_id, served) else None
+            # The one path of every composed query (`hf_cir.retrieval.query.retrieve`), as `hf-cir search` runs it.
+            retrieval = retrieve(
+                _with_settings(model, query.sampling) if own else model,
+                served.index,
+                _column_query(query, column, gallery_),
+                method,
+                int(query.top_k),
+                names=QUERY_NAMES,
+                reference_cache=reference_cache,
+                exclude=also_left_out(served),
             )
-            hits = served.index.search(query_embeds, int(query.top_k), exclude=[left_out])[0]
-            search_seconds = time.perf_counter() - started
             results[column.key] = {
                 "method": method,
                 "label": column.label,
                 "model": model.name_or_path,
                 "index": served.name,
-                "mask": uses_mask,
+                "mask": retrieval.uses_mask,
                 "hits": [
-                    {"rank": hit.rank, "id": hit.path, "score": hit.score, "image_path": str(gallery_.root / hit.path)}
-                    for hit in hits
+                    {
+                        "rank": hit.rank,
+                        "id": hit.path,
+                        "score": hit.score,
+                        "image_path": _file_or_none(gallery_, hit.path),
+                    }
+                    for hit in retrieval.hits
                 ],
-                "timings": {
-                    "encode": encode_seconds,
-                    "compose": compose_seconds,
-                    "search": search_seconds,
-                    "encode_source": source,
-                },
+                "timings": retrieval.timings,
             }
-            if method == "compodiff" or (own and model.supports_masks):
-                results[column.key]["sampling"] = {**compodiff_defaults(model), **_clean(query.sampling)}
+            settings = model.settings() if own else {}
+            if settings:
+                results[column.key]["sampling"] = {**settings, **_clean(query.sampling)}
         return {
             "gallery": gallery_.name,
             "query": {
-                "text": text,
+                "text": (query.text or "").strip(),
                 "reference_id": query.reference_id,
                 "uploaded_reference": query.image is not None,
                 "negative_text": query.negative_text,
                 "mask": query.mask is not None,
                 "top_k": int(query.top_k),
-                "excluded": query.reference_id,
+                "excluded": query.reference_id or (same_picture[0] if same_picture else None),
             },
             "columns": results,
         }
@@ -518,29 +604,25 @@ class SearchEngine:
                 "No decoder is configured: start the app with --decoder PATH (a diffusers unCLIP pipeline)."
             )
         gallery_ = self.gallery(gallery)
-        keys = [key for key, column in gallery_.columns.items() if column.method == "compodiff"]
+        # The methods whose query embedding is a CLIP image embedding, which the decoder can picture.
+        keys = [key for key, column in gallery_.columns.items() if method_spec(column.method).image_embedding]
         if not keys:
-            raise ValueError(f"The gallery {gallery_.name!r} has no CompoDiff model to imagine with.")
+            takers = " or ".join(spec.label for spec in map(method_spec, all_methods()) if spec.image_embedding)
+            raise ValueError(f"The gallery {gallery_.name!r} has no {takers} model to imagine with.")
         key = next((k for k in (query.methods or []) if k in keys), keys[0])
         column = gallery_.columns[key]
         sub_query = Query(**{**query.__dict__, "methods": [key], "top_k": 1})
         self._check(gallery_, sub_query)
-        model = _with_sampling(column.served.model, query.sampling)
-        kwargs: dict[str, Any] = {"method": "compodiff"}
-        if query.negative_text:
-            kwargs["negative_texts"] = [query.negative_text]
         started = time.perf_counter()
-        image = query.image
-        if image is None and query.reference_id:
-            if query.mask is None and gallery_.served_for(query.reference_id, column.served):
-                kwargs["image_embeds"] = column.served.stored_embedding(query.reference_id)
-            else:
-                image = load_image(gallery_.image_path(query.reference_id), name="reference_id")
-        if image is not None:
-            kwargs["images"] = [image]
-            if query.mask is not None:
-                kwargs["mask_images"] = [query.mask]
-        embeds = model.encode_queries([(query.text or "").strip()], **kwargs)
+        retrieval = retrieve(
+            _with_settings(column.served.model, query.sampling),
+            column.served.index,
+            _column_query(query, column, gallery_),
+            column.method,
+            1,
+            names=QUERY_NAMES,
+        )
+        embeds = retrieval.query_embeds
         compose_seconds = time.perf_counter() - started
         started = time.perf_counter()
         picture = decode_image_embeds(self.decoder, embeds, **decoder_kwargs)[0]
@@ -548,6 +630,32 @@ class SearchEngine:
             "method": key,
             "timings": {"compose": compose_seconds, "decode": time.perf_counter() - started},
         }
+
+
+def _file_or_none(gallery: Gallery, image_id: str) -> str | None:
+    """A hit's file for the API's answer: the gallery's own file, or `None` (a tar member; a file not served)."""
+    try:
+        file = gallery.image_file(image_id, "image")
+    except ValueError:
+        return None
+    return None if file is None else str(file)
+
+
+def _same_picture(gallery: Gallery, served: ServedIndex, embeds: torch.Tensor, image: Image.Image) -> str | None:
+    """The id of the gallery image that `image` is pixel for pixel, or `None`: only its nearest stored embeddings
+    (cosine above `SAME_PICTURE_MIN_SCORE`) are opened and compared, so a query reads a few gallery files at most."""
+    hits = served.index.search(embeds, SAME_PICTURE_CANDIDATES)[0]
+    pixels = image.tobytes()
+    for hit in hits:
+        if hit.score < SAME_PICTURE_MIN_SCORE:
+            break
+        try:
+            candidate = gallery.open_image(hit.path, "image")
+        except ValueError:
+            continue
+        if candidate.size == image.size and candidate.tobytes() == pixels:
+            return hit.path
+    return None
 
 
 def default_toy_folder() -> Path:
@@ -563,8 +671,8 @@ def load_toy_engine(
     sampling: dict[str, Any] | None = None,
 ) -> SearchEngine:
     """The embedded default: the toy gallery (written and indexed under `folder` on first use) with the shipped
-    toy LinCIR and CompoDiff, offline. CompoDiff samples with the toy table's guidance scales, overridden by
-    `sampling` (keywords of `load_retrieval_model`: `preset`, `scheduler`, `num_inference_steps`, ...).
+    toy LinCIR and CompoDiff, offline. CompoDiff samples with its checkpoint's own defaults (`model_index.json`),
+    overridden by `sampling` (keywords of `load_retrieval_model`: `preset`, `scheduler`, `num_inference_steps`, ...).
 
     Example:
 
@@ -578,17 +686,11 @@ def load_toy_engine(
     [1, 2, 3]
     ```
     """
-    from ..retrieval import load_retrieval_model
-    from ..toy import toy_checkpoint
-    from ..toy.benchmark import TOY_COMPODIFF_SAMPLING
+    from ..toy.benchmark import load_toy_models
     from ..toy.gallery import prepare_toy_gallery
 
-    models = {
-        "lincir": load_retrieval_model(toy_checkpoint("lincir"), device=device),
-        "compodiff": load_retrieval_model(
-            toy_checkpoint("compodiff"), device=device, **{**TOY_COMPODIFF_SAMPLING, **_clean(sampling or {})}
-        ),
-    }
+    models = load_toy_models(device=device, compodiff_options=_clean(sampling or {}))
+    models = {name: model for name, model in models.items() if name != "untrained"}  # the shipped models only
     toy = prepare_toy_gallery(folder if folder is not None else default_toy_folder(), models)
     served = [ServedIndex(name, GalleryIndex.load(path), models[name]) for name, path in toy.indexes.items()]
     return SearchEngine([Gallery("toy world", served, examples=toy.examples)], decoder=decoder)
@@ -598,7 +700,22 @@ def _clean(sampling: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in sampling.items() if value is not None}
 
 
-def _is_compodiff_folder(name_or_path: str) -> bool:
-    from ..retrieval import detect_model_type
-
-    return detect_model_type(name_or_path) == "compodiff"
+def _column_query(query: Query, column: Column, gallery: Gallery | None = None) -> ComposedQuery:
+    """The composed query a column runs: the inputs its method takes (the family registry); with `gallery`, a gallery
+    reference its index does not store is given as the image itself (opened by the gallery, tar members too)."""
+    spec = method_spec(column.method)
+    text = (query.text or "").strip() or None
+    composed = ComposedQuery(
+        text=text if spec.text != "refused" else None,
+        image=query.image,
+        reference_id=query.reference_id or None,
+        negative_text=(query.negative_text or None) if spec.negative_text else None,
+        mask=query.mask if spec.mask else None,
+    )
+    if (
+        gallery is not None
+        and composed.reference_id
+        and (composed.mask is not None or not column.served.holds(composed.reference_id))
+    ):
+        composed.image, composed.reference_id = gallery.open_image(query.reference_id), None
+    return composed

@@ -9,20 +9,25 @@ Only this module imports gradio (`pip install hf-cir[app]`).
 
 from __future__ import annotations
 
+import math
 import random
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
-from ..utils import load_image
-from .engine import Query, SearchEngine, load_upload, mask_from_strokes
+from ..utils.errors import USER_ERRORS, is_user_error
+from ..utils.images import check_pixel_budget
+from .engine import MAX_IMAGE_PIXELS, MAX_TEXT_CHARS, Query, SearchEngine, load_upload, mask_from_strokes, shorten
 
 __all__ = ["build_app", "launch_app", "USER_ERRORS"]
 
-# Errors that are the user's input: shown as one message on the page (and returned to API clients).
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, OSError)
+# Errors that are the user's input (`hf_cir.utils.errors.is_user_error`, the rule the `hf-cir` command follows too):
+# shown as one message on the page (and returned to API clients); anything else is a bug and keeps its traceback.
 # The inputs of `/search` and `/imagine`, in order (the API's parameter names).
 QUERY_PARAMETERS = (
     "gallery",
@@ -39,6 +44,15 @@ QUERY_PARAMETERS = (
     "seed",
     "mask",
 )
+# Gradio's queue, sized on purpose: up to `QUEUE_SIZE` requests wait (one more is refused at once with Gradio's "queue
+# is full" error, never left hanging), `CONCURRENCY` of each event run at a time (their uploads are checked and decoded
+# in parallel; the engine still runs the model work one query at a time). At ~0.1 s per toy query a full queue drains
+# in seconds; with real ViT-L models (~1 s per query on a CPU) in about a minute.
+QUEUE_SIZE = 64
+CONCURRENCY = 2
+# Refused for any path a client names that Gradio did not receive as an upload: the same words whether or not the file
+# exists, and nothing of it is read.
+NOT_AN_UPLOAD = "`{what}`: not a file uploaded to this app (upload it, e.g. with gradio_client.handle_file)."
 # Choices of the steps control, as in CompoDiff's reference demo (the model's default is added when missing).
 STEP_CHOICES = (2, 3, 5, 10)
 BROWSE_LIMIT = 96
@@ -56,15 +70,32 @@ it may change.
 """
 
 
-def _file_path(value: Any) -> str | None:
-    """The server path inside a Gradio file payload (a path string, a FileData dict, or None)."""
+def _file_path(value: Any, what: str) -> str | None:
+    """The path inside a Gradio file payload (a path string, a FileData dict, or None), if Gradio received it.
+
+    A client may put any path in a payload: only files inside Gradio's upload folder (resolved, links followed) are
+    accepted, and nothing else is opened or even checked for existence (one message for every other path).
+    """
     if value is None:
         return None
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, dict):
-        return value.get("path") or None
-    return getattr(value, "path", None)
+    path = value.get("path") if isinstance(value, dict) else value
+    if path is None or path == "":
+        return None
+    if not isinstance(path, str):
+        raise ValueError(f"`{what}` must be an uploaded image file, got {type(value).__name__}.")
+    try:
+        uploaded = "\x00" not in path and is_in_or_equal(path, get_upload_folder())
+    except (OSError, ValueError):
+        uploaded = False
+    if not uploaded:
+        raise ValueError(NOT_AN_UPLOAD.format(what=what))
+    return path
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"`{name}` must be a string, got {type(value).__name__}.")
 
 
 def _query_from_inputs(
@@ -87,11 +118,23 @@ def _query_from_inputs(
     reference = reference or {}
     if not isinstance(reference, dict):
         raise ValueError("`reference` must be an image editor value: {'background': image, 'layers': [...]}.")
-    reference_id = (reference_id or "").strip() or None
-    background = _file_path(reference.get("background"))
+    layers = reference.get("layers") or []
+    if not isinstance(layers, list):
+        raise ValueError("`reference`: 'layers' must be a list of uploaded images.")
+    if gallery is not None and not isinstance(gallery, str):
+        raise ValueError(f"`gallery` must be a gallery name, got {type(gallery).__name__}.")
+    if methods is not None and not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
+        raise ValueError("`methods` must be a list of method names.")
+    text, negative_text = _text(text, "text"), _text(negative_text, "negative_text")
+    reference_id = (_text(reference_id, "reference_id") or "").strip() or None
+    if reference_id is not None:
+        engine.gallery(gallery).check_id(reference_id)
+    background = _file_path(reference.get("background"), "reference image")
+    layer_paths = [path for path in (_file_path(layer, "mask layer") for layer in layers) if path]
+    mask_path = _file_path(mask, "mask")
     image = load_upload(background, "reference image") if background is not None else None
     if reference_id is not None:
-        picked = load_image(engine.gallery(gallery).image_path(reference_id), name="reference_id")
+        picked = engine.gallery(gallery).open_image(reference_id)
         if image is not None:
             # The page sends the editor's picture with the id of the gallery picture it was set to: the stored
             # embedding is used only while the picture is still that gallery image, pixel for pixel.
@@ -100,11 +143,10 @@ def _query_from_inputs(
             else:
                 reference_id = None
     mask_image = None
-    mask_path = _file_path(mask)
     if mask_path is not None:
         mask_image = load_upload(mask_path, "mask").convert("L")
     else:
-        strokes = [_open_rgba(path) for path in map(_file_path, reference.get("layers") or []) if path]
+        strokes = [_open_rgba(path) for path in layer_paths]
         if strokes:
             size = image.size if image is not None else _reference_size(engine, gallery, reference_id)
             mask_image = mask_from_strokes(strokes, size) if size is not None else None
@@ -129,33 +171,43 @@ def _query_from_inputs(
 
 
 def _number(value: Any, name: str, kind: type) -> int | float | None:
-    """A number input (`None` or "" when not given); a clear error for anything else."""
+    """A finite number input (`None` or "" when not given); a clear error for anything else."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"`{name}` must be a number, got {type(value).__name__}.")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"`{name}` must be a number, got {shorten(value)}.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"`{name}` must be a finite number, got {shorten(value)}.")
+    if name == "seed" and not 0 <= number < 2**63:
+        raise ValueError(f"`seed` must be an integer in [0, 2**63), got {shorten(value)}.")
     if kind is int:
         if not number.is_integer():
-            raise ValueError(f"`{name}` must be a whole number, got {value!r}.")
+            raise ValueError(f"`{name}` must be a whole number, got {shorten(value)}.")
         return int(number)
     return number
 
 
 def _open_rgba(path: str) -> Image.Image:
-    """A painted layer keeps its transparency (the mask is where it is opaque)."""
+    """A painted layer keeps its transparency (the mask is where it is opaque); its size is checked before decoding."""
+    name = Path(path).name
     try:
         with Image.open(path) as opened:
+            check_pixel_budget(*opened.size, MAX_IMAGE_PIXELS, name="mask layer", path=name)
             return opened.convert("RGBA")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"`mask layer`: {Path(path).name} is not a readable image ({error}).") from error
+        if isinstance(error, ValueError) and str(error).startswith("`"):
+            raise
+        raise ValueError(f"`mask layer`: {name} is not a readable image ({error}).".replace(path, name)) from None
 
 
 def _reference_size(engine: SearchEngine, gallery: str | None, reference_id: str | None):
     if reference_id is None:
         return None
-    return load_image(engine.gallery(gallery).image_path(reference_id), name="reference_id").size
+    return engine.gallery(gallery).open_image(reference_id).size
 
 
 def _format_timings(result: dict) -> str:
@@ -204,7 +256,13 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
     def browse_items(gallery) -> list[tuple[str, str]]:
         # A fixed sample of the gallery (the same on every page load), in index order.
         chosen = sorted(random.Random(0).sample(range(len(gallery.ids)), min(BROWSE_LIMIT, len(gallery.ids))))
-        return [(str(gallery.root / gallery.ids[row]), gallery.ids[row]) for row in chosen]
+        items = []
+        for row in chosen:
+            try:
+                items.append((gallery.shown_file(gallery.ids[row]), gallery.ids[row]))
+            except ValueError:  # an indexed image that cannot be read (any more) is not offered
+                continue
+        return items
 
     def editor_value(path: str) -> dict:
         return {"background": path, "layers": [], "composite": path}
@@ -241,8 +299,11 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
                 text = gr.Textbox(
                     label="What should change?",
                     placeholder="e.g. make it blue",
+                    max_length=MAX_TEXT_CHARS,
                 )
-                negative_text = gr.Textbox(label="What it should not be (CompoDiff only, optional)")
+                negative_text = gr.Textbox(
+                    label="What it should not be (CompoDiff only, optional)", max_length=MAX_TEXT_CHARS
+                )
                 methods = gr.CheckboxGroup(
                     choices=method_choices(first),
                     value=list(first.columns),
@@ -351,18 +412,25 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
             inputs = {name: value for name, value in locals().items() if name in QUERY_PARAMETERS}
             try:
                 return engine.search(gallery, _query_from_inputs(engine, **inputs))
-            except USER_ERRORS as error:
-                raise gr.Error(_message(error), print_exception=False) from None
+            except Exception as error:
+                if not is_user_error(error):
+                    raise
+                raise gr.Error(_message(error, engine), print_exception=False) from None
 
         def show(result: dict | None):
             if not result:
                 return [gr.update()] * (2 + len(result_galleries))
             updates = [result["query"]["reference_id"] or "", _format_timings(result)]
             shown = list(result["columns"].values())
+            gallery = engine.gallery(result["gallery"])
             for position in range(len(result_galleries)):
                 if position < len(shown):
                     column = shown[position]
-                    items = [(hit["image_path"], f"#{hit['rank']} · {hit['score']:.2f}") for hit in column["hits"]]
+                    # Pictures by id, through the gallery (this event's input is page state a client could forge).
+                    items = [
+                        (gallery.shown_file(hit["id"]), f"#{int(hit['rank'])} · {float(hit['score']):.2f}")
+                        for hit in column["hits"]
+                    ]
                     total = sum(value for key, value in column["timings"].items() if key != "encode_source")
                     label = f"{column['label']} · {total * 1e3:.0f} ms"
                     updates.append(gr.update(value=items, label=label, visible=True))
@@ -383,7 +451,7 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
                 if position >= len(columns_) or evt.index >= len(columns_[position]["hits"]):
                     return gr.update(), gr.update()
                 hit = columns_[position]["hits"][evt.index]
-                return editor_value(hit["image_path"]), hit["id"]
+                return editor_value(engine.gallery(result["gallery"]).shown_file(hit["id"])), hit["id"]
 
             return pick
 
@@ -393,7 +461,7 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
         def pick_browsed(gallery_name: str, evt: gr.SelectData):
             gallery = engine.gallery(gallery_name)
             image_id = browse_items(gallery)[evt.index][1]
-            return editor_value(str(gallery.image_path(image_id))), image_id
+            return editor_value(gallery.shown_file(image_id)), image_id
 
         browse.select(pick_browsed, gallery_choice, [reference, reference_id], api_visibility="private")
 
@@ -413,7 +481,7 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
         if example is not None:
             # The page opens on an example query (not the API's defaults: an API call names its own reference).
             demo.load(
-                lambda: (editor_value(str(first.root / example[0])), example[0], example[1]),
+                lambda: (editor_value(first.shown_file(example[0])), example[0], example[1]),
                 None,
                 [reference, reference_id, text],
                 api_visibility="private",
@@ -440,16 +508,28 @@ def build_app(engine: SearchEngine, title: str = "hf-cir · composed image searc
                 inputs = {name: value for name, value in locals().items() if name in QUERY_PARAMETERS}
                 try:
                     picture, _ = engine.imagine(gallery, _query_from_inputs(engine, **inputs))
-                except USER_ERRORS as error:
-                    raise gr.Error(_message(error), print_exception=False) from None
+                except Exception as error:
+                    if not is_user_error(error):
+                        raise
+                    raise gr.Error(_message(error, engine), print_exception=False) from None
                 return picture
 
             imagine_button.click(imagine, query_inputs, imagined, api_name="imagine", preprocess=False)
     return demo
 
 
-def _message(error: BaseException) -> str:
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+def _message(error: BaseException, engine: SearchEngine | None = None) -> str:
+    """The one line a client sees: the error's own words, with any server folder the app knows of left out (the
+    engine's messages name ids and upload names; this is the backstop for a library message that names a file)."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    folders = {get_upload_folder(), str(Path(get_upload_folder()).resolve())}
+    if engine is not None:
+        for gallery in engine.galleries.values():
+            folders |= {str(gallery.root), str(gallery.shown_folder)}
+            folders |= {str(served.index.location) for served in gallery.served if served.index.location}
+    for folder in sorted(folders, key=len, reverse=True):
+        message = re.sub(re.escape(folder.rstrip("/")) + r"/?", "<server>/", message)
+    return message
 
 
 def launch_app(
@@ -457,23 +537,38 @@ def launch_app(
     host: str = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
-    concurrency_limit: int = 1,
+    concurrency_limit: int = CONCURRENCY,
+    queue_size: int = QUEUE_SIZE,
     max_file_size: str | int | None = "50mb",
     **launch_kwargs,
 ):
-    """Serve the page; only the galleries' image folders (and Gradio's own upload cache) are readable through it.
+    """Serve the page; only copies of the galleries' indexed images (and Gradio's own upload cache) are readable
+    through it, never the image folders themselves.
 
-    Queries wait in Gradio's queue and run `concurrency_limit` at a time per event (one by default); whatever the
-    limit, the engine runs the model work of its queries one at a time (the models and their caches are shared).
+    Queries wait in Gradio's queue (`queue_size` at most; more are refused at once) and run `concurrency_limit` at a
+    time per event; whatever the limit, the engine runs the model work of its queries one at a time (the models and
+    their caches are shared). Gradio's own start-up lines are replaced by ours: its hints name `launch()` arguments
+    (`share=True`), not the options of `hf-cir app` (`--share`).
     """
+    block = not launch_kwargs.pop("prevent_thread_lock", False)
     demo = build_app(engine)
-    demo.queue(default_concurrency_limit=concurrency_limit)
-    return demo.launch(
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
+    demo.launch(
         server_name=host,
         server_port=port,
         share=share,
-        allowed_paths=[str(Path(root)) for root in engine.roots],
+        allowed_paths=[str(folder) for folder in engine.shown_folders],
         max_file_size=max_file_size,
         css=CSS,
+        quiet=True,
+        prevent_thread_lock=True,
         **launch_kwargs,
     )
+    print(f"hf-cir app: open {demo.local_url}", file=sys.stderr, flush=True)
+    if demo.share_url:
+        print(f"hf-cir app: public link {demo.share_url}", file=sys.stderr, flush=True)
+    elif not share:
+        print("hf-cir app: no public link (hf-cir app --share opens one)", file=sys.stderr, flush=True)
+    if block:
+        demo.block_thread()
+    return demo

@@ -25,7 +25,8 @@ Gallery embeddings are cached (--cache-dir), so other methods on the same images
 """
 
 
-# Texts a CompoDiff model keeps encoded during an evaluation (about 0.4 MB each for a bigG-sized text encoder).
+# Texts a model with an expensive text side keeps encoded during an evaluation (about 0.4 MB each for a bigG-sized
+# text encoder).
 EVALUATION_TEXT_CACHE_SIZE = 256
 
 # The benchmarks hf-cir ships, named in `--help` without importing them (a test checks the list is complete).
@@ -33,7 +34,7 @@ BENCHMARK_NAMES = ("cirr", "circo", "fashioniq", "genecis", "toy")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from hf_cir.retrieval import METHODS
+    from hf_cir.families import all_methods
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         nargs="+",
         default=None,
-        choices=list(METHODS),
+        choices=list(all_methods()),
         help="one or more methods (default: the model's own)",
     )
     parser.add_argument("--output-dir", default="eval_results", help="where results and submissions go")
@@ -125,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
         options = parse_benchmark_options(args.benchmark_option)
         benchmark = get_benchmark(args.benchmark, args.data_dir, split=args.split, **options)
         model = load_model_from_args(args)
-        if model.model_type == "compodiff":  # benchmarks repeat texts (and the negative prompt): encode each once
-            model.pipeline.enable_text_encoding_cache(EVALUATION_TEXT_CACHE_SIZE)
+        model.enable_text_cache(EVALUATION_TEXT_CACHE_SIZE)  # benchmarks repeat texts: encode each once
         methods = args.method or [model.default_method]
         for method in methods:
             model.check_method(method)

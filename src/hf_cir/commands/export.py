@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-EXAMPLE = """examples:
-  hf-cir export compodiff-old --output-dir compodiff-hub   # a copy in the remote-code layout
+EXAMPLE = """example (runs as written on the shipped toy LinCIR, toy:lincir):
+  hf-cir export toy:lincir --output-dir lincir-hub         # a copy in the remote-code layout
+
+with your own folders:
+  hf-cir export compodiff-old --output-dir compodiff-hub
   hf-cir export lincir-large                               # in place
 
 Then, anywhere (no hf-cir needed):

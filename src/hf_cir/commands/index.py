@@ -9,9 +9,12 @@ import warnings
 
 from ._common import add_model_arguments, add_progress_argument, load_model_from_args, sampling_from_args
 
-EXAMPLE = """example:
+EXAMPLE = """example (runs as written: toy:lincir, toy:compodiff and toy:images name the shipped toy models and images):
+  hf-cir index --model toy:lincir --images toy:images --output toy-lincir.index
+  hf-cir index --model toy:compodiff --images toy:images --output toy-compodiff.index --faiss hnsw
+
+with your own models and images (the same options):
   hf-cir index --model path/to/lincir-model --images ~/Pictures --output pictures.index
-  hf-cir index --model path/to/compodiff --images ~/Pictures --output pictures.index --faiss hnsw
   hf-cir index --model path/to/lincir-model --dataset my_images/ --image-column image --output my.index
   hf-cir index --model path/to/lincir-model --dataset data/*.parquet --streaming --output my.index
   hf-cir index --model path/to/lincir-model --webdataset "shards/{00000..00099}.tar" --output laion.index \
@@ -26,6 +29,8 @@ Run the same command again after an interruption: finished shards are not recomp
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from hf_cir.retrieval.kinds import index_kind_choices, index_kind_help
+
     parser = subparsers.add_parser(
         "index",
         help="embed images (a folder, a datasets source, webdataset tars) into a searchable index",
@@ -71,9 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--faiss",
-        choices=["flat", "ivf", "hnsw", "ivf-pq", "auto"],
+        choices=index_kind_choices(),
         default=None,
-        help="also build a faiss index: ivf-pq is compressed (re-ranked exactly); auto picks by gallery size",
+        help=index_kind_help(),
     )
     parser.add_argument(
         "--memory-budget", default=None, help="memory the ivf-pq index may take, e.g. 2GB (sets its code size)"
@@ -91,6 +96,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from hf_cir.retrieval.index import INDEX_FOLDER
+    from hf_cir.retrieval.storage import index_damage
     from hf_cir.utils.io import check_replaceable
 
     if args.upgrade is None and (args.model is None or args.output is None):
@@ -106,8 +112,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-workers must be at least 0, got {args.num_workers}.")
     if args.memory_budget is not None:
         from hf_cir.retrieval.compressed import parse_memory_size
+        from hf_cir.retrieval.kinds import check_index_kind_options
 
         parse_memory_size(args.memory_budget)
+        check_index_kind_options(args.faiss, args.memory_budget, "--faiss", "--memory-budget")
     if args.upgrade is not None or not args.images:
         return
     sampling = sampling_from_args(args)
@@ -119,7 +127,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     images, output = Path(args.images), Path(args.output)
     if not images.is_dir():
         raise FileNotFoundError(f"--images: {images} is not a folder.")
-    if output.exists() and not args.overwrite:
+    if output.exists() and not args.overwrite and index_damage(output) is None:  # a damaged index is repaired
         raise FileExistsError(f"--output: {output} already exists; pass --overwrite to replace an earlier index.")
     if not (output / "manifest.json").exists():
         check_replaceable(output, INDEX_FOLDER, {"--images": images}, argument="--output")

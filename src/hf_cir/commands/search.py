@@ -9,38 +9,48 @@ import warnings
 
 from ._common import add_model_arguments, add_progress_argument, load_model_from_args
 
-EXAMPLE = """example:
+EXAMPLE = """example (runs as written after the toy examples of `hf-cir index --help`):
+  hf-cir search --index toy-lincir.index --image toy:images/small-red-circle-left-plain.png --text "make it blue"
+  hf-cir search --index toy-compodiff.index --image toy:images/small-red-circle-left-plain.png \\
+      --text "make it blue" --negative-text "green" --top-k 5 --json --save-grid results.png
+
+with your own index:
   hf-cir search --index pictures.index --image beach.jpg --text "at night" --top-k 10
-  hf-cir search --index pictures.index --model path/to/compodiff --image car.jpg --text "is red" \\
+  hf-cir search --index pictures.index --model path/to/diffusion-model --image car.jpg --text "is red" \\
       --negative-text "blurry" --mask car_mask.png --json --save-grid results.png
 
-The model defaults to the one that built the index. Methods: the model's own (lincir, searle, pic2word or
-compodiff: the model folder says which), or the
-baselines image, text and sum (normalised image + text embeddings). When the reference image is itself an image of
-the index it is left out of the results (--include-query keeps it).
+The model defaults to the one that built the index. Methods: the model's own (the model folder says which:
+{own}), or the baselines image, text and sum (normalised image + text embeddings). When the reference image is
+itself an image of the index it is left out of the results (--include-query keeps it).
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from hf_cir.retrieval import METHODS
+    from hf_cir.families import all_methods, methods_taking, own_methods
 
     parser = subparsers.add_parser(
         "search",
         help="search an index with a composed query",
         description="Rank the images of an index for a reference image plus a modification text.",
-        epilog=EXAMPLE,
+        epilog=EXAMPLE.format(own=", ".join(own_methods())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--index", required=True, help="an index folder written by `hf-cir index`")
     add_model_arguments(parser, required=False)
     parser.add_argument("--image", default=None, help="the reference image")
     parser.add_argument("--text", default=None, help="the modification text")
-    parser.add_argument("--negative-text", default=None, help="what the result should not be (CompoDiff only)")
-    parser.add_argument("--mask", default=None, help="mask image of the region to change (CompoDiff only)")
+    parser.add_argument(
+        "--negative-text",
+        default=None,
+        help=f"what the result should not be ({', '.join(methods_taking('negative_text'))} only)",
+    )
+    parser.add_argument(
+        "--mask", default=None, help=f"mask image of the region to change ({', '.join(methods_taking('mask'))} only)"
+    )
     parser.add_argument(
         "--method",
         default=None,
-        choices=list(METHODS),
+        choices=list(all_methods()),
         help="default: the model's own",
     )
     parser.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")
@@ -61,45 +71,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+# How the query's inputs are named in errors (`ComposedQuery.check`).
+QUERY_OPTIONS = {"text": "--text", "reference": "--image", "mask": "--mask", "negative_text": "--negative-text"}
+
+
+def _query(args: argparse.Namespace):
+    from hf_cir.retrieval.query import ComposedQuery
+
+    return ComposedQuery(text=args.text, image=args.image, negative_text=args.negative_text, mask=args.mask)
+
+
 def _check_query_arguments(args: argparse.Namespace) -> None:
-    """What can be said about the arguments before any file is opened."""
+    """What can be said about the arguments before any file is opened (the method's rules: the family registry)."""
     if args.image is None and args.text is None:
         raise ValueError("give a query: --image, --text or both.")
-    for option, value in (("--text", args.text), ("--negative-text", args.negative_text)):
-        if value is not None and not value.strip():
-            raise ValueError(f"{option} is empty; give the words, or leave {option} out.")
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}.")
-    if args.mask is not None and args.image is None:
-        raise ValueError("--mask needs --image: the mask marks the region of the reference image to change.")
     if args.include_query and args.image is None:
         raise ValueError("--include-query does not apply without --image (there is no query image to keep).")
-    if args.method == "image" and args.text is not None:
-        raise ValueError("--method image ranks by the reference image alone: --text does not apply.")
-
-
-def _check_model_arguments(args: argparse.Namespace, model_type: str, method: str) -> None:
-    """What does not apply to the model that will run, said before its weights load."""
-    if model_type != "compodiff":
-        for option, value in (("--negative-text", args.negative_text), ("--mask", args.mask)):
-            if value is not None:
-                raise ValueError(f"{option} does not apply to a {model_type} model (CompoDiff models only).")
-    elif method != "compodiff":
-        for option, value in (("--negative-text", args.negative_text), ("--mask", args.mask)):
-            if value is not None:
-                raise ValueError(f"{option} does not apply to --method {method} (only to --method compodiff).")
-    if args.text is None and method != "image":
-        raise ValueError(f"method {method!r} needs --text (only --method image works with an image alone).")
-    # image and sum, and every LinCIR-family composed method (lincir, searle, pic2word), need the reference image
-    if args.image is None and (method in ("image", "sum") or (model_type == "lincir" and method != "text")):
-        raise ValueError(f"method {method!r} needs --image.")
+    if args.method is not None:
+        _query(args).check(args.method, QUERY_OPTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from hf_cir.families import read_model_folder
     from hf_cir.retrieval import GalleryIndex, save_contact_sheet
-    from hf_cir.retrieval.models import BASELINE_METHODS, detect_model_type, detect_own_method
+    from hf_cir.retrieval.query import retrieve
     from hf_cir.utils import load_image
 
     _check_query_arguments(args)
@@ -107,33 +106,30 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image, name="--image") if args.image is not None else None
     mask = load_image(args.mask, name="--mask") if args.mask is not None else None
     index = GalleryIndex.load(args.index)
-    model_name = args.model or index.info.get("model")
-    model_type = detect_model_type(model_name)
-    own_method = detect_own_method(model_name)  # a LinCIR-family folder's config names lincir, searle or pic2word
-    methods = (own_method,) + BASELINE_METHODS
-    method = args.method or own_method
-    if method not in methods:
-        raise ValueError(
-            f"--method {method} does not apply to the {own_method} model {model_name}; it supports: "
-            f"{', '.join(methods)}."
-        )
-    _check_model_arguments(args, model_type, method)
-    model = load_model_from_args(args, model_name)
+    # The folder is read once: its family and its own method (a config may name one of its family's methods).
+    folder = read_model_folder(args.model or index.info.get("model"))
+    method = folder.check_method(args.method, option="--method")
+    query = _query(args)
+    query.mask = mask
+    query.check(method, QUERY_OPTIONS)  # before the weights load
+    model = load_model_from_args(args, folder)
     index.check_model(model, allow_other_model=args.allow_other_model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        query = model.encode_queries(
-            [args.text or ""],
-            images=[image] if image is not None and method != "text" else None,
-            method=method,
-            negative_texts=[args.negative_text] if args.negative_text is not None else None,
-            mask_images=[mask] if mask is not None else None,
+        result = retrieve(
+            model,
+            index,
+            query,
+            method,
+            args.top_k,
+            include_reference=args.include_query,
+            exact=True if args.exact else None,
+            names=QUERY_OPTIONS,
         )
     for warning in caught:  # e.g. words the tokenizer does not know
         if not issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             print(f"hf-cir search: warning: {warning.message}", file=sys.stderr)
-    left_out = index.find(args.image) if args.image is not None and not args.include_query else None
-    hits = index.search(query, args.top_k, exact=True if args.exact else None, exclude=[left_out])[0]
+    hits, left_out = result.hits, result.excluded
     if args.save_grid:
         # The sheet opens only files that resolve inside the index's image root.
         tiles = [

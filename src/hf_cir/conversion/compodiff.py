@@ -22,17 +22,19 @@ import json
 import math
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from ..hub import create_compodiff_model_card
+from ..hub import create_compodiff_model_card, save_pretrained
 from ..hub import push_to_hub as _push
 from ..hub.saving import COMPODIFF_FOLDER
 from ..models.compodiff import CompoDiffPriorTransformer
 from ..pipelines.compodiff import CompoDiffPipeline
 from ..schedulers.scheduling_compodiff import CompoDiffScheduler, cosine_beta_schedule
 from ..utils import atomic_directory
+from .loading import load_checkpoint_file, load_pretrained_component
 
 __all__ = ["convert_compodiff_checkpoint", "convert_compodiff_state_dict", "load_original_checkpoint"]
 
@@ -89,15 +91,7 @@ def load_original_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, t
 
     state_dict: dict[str, torch.Tensor] = {}
     for file in weights:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state_dict.update(load_file(str(file)))
-            continue
-        try:
-            loaded = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickles with code, truncated files...
-            raise ValueError(f"`checkpoint` {file} is not a readable torch state dict ({error}).") from error
+        loaded = load_checkpoint_file(file, "checkpoint", "a CompoDiff state dict (a dict of tensors)")
         if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
             loaded = loaded["state_dict"]
         if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -253,7 +247,7 @@ def _check_rotary(network: dict, num_layers: int, prior: CompoDiffPriorTransform
     # transformer.layers.{i}.0.rotary_emb.freqs -> dropped. The reference shares one rotary module across layers,
     # so the same parameter is saved once per layer; it is a fixed function of the rotary dim (not learned), which
     # this prior computes as a non-persistent buffer. A checkpoint with other values is refused.
-    expected = prior._rotary_frequencies()
+    expected = prior.compute_rotary_frequencies()
     for index in range(num_layers):
         key = f"transformer.layers.{index}.0.rotary_emb.freqs"
         freqs = network.pop(key, None)
@@ -395,19 +389,33 @@ def convert_compodiff_checkpoint(
     text_encoder_name = text_encoder if isinstance(text_encoder, (str, os.PathLike)) else None
     image_encoder_name = image_encoder if isinstance(image_encoder, (str, os.PathLike)) else None
     if text_encoder_name is not None:
-        text_encoder = CLIPTextModel.from_pretrained(text_encoder_name, dtype=torch.float32)
+        text_encoder = load_pretrained_component(
+            partial(CLIPTextModel.from_pretrained, dtype=torch.float32),
+            text_encoder_name,
+            "text_encoder",
+            "a CLIPTextModel",
+        )
     if image_encoder_name is not None:
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(image_encoder_name, dtype=torch.float32)
+        image_encoder = load_pretrained_component(
+            partial(CLIPVisionModelWithProjection.from_pretrained, dtype=torch.float32),
+            image_encoder_name,
+            "image_encoder",
+            "a CLIPVisionModelWithProjection",
+        )
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+        argument = "tokenizer" if tokenizer is not None else "text_encoder"
         source = tokenizer if tokenizer is not None else text_encoder_name
         if source is None:
             raise ValueError("Pass `tokenizer` when `text_encoder` is a model object.")
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_pretrained_component(AutoTokenizer.from_pretrained, source, argument, "a tokenizer")
     if image_processor is None or isinstance(image_processor, (str, os.PathLike)):
+        argument = "image_processor" if image_processor is not None else "image_encoder"
         source = image_processor if image_processor is not None else image_encoder_name
         if source is None:
             raise ValueError("Pass `image_processor` when `image_encoder` is a model object.")
-        image_processor = AutoImageProcessor.from_pretrained(source)
+        image_processor = load_pretrained_component(
+            AutoImageProcessor.from_pretrained, source, argument, "a CLIP image processor"
+        )
     if prior.config.text_embed_dim != text_encoder.config.hidden_size:
         raise ValueError(
             f"The prior's text projection takes {prior.config.text_embed_dim} features but the text encoder's "
@@ -430,11 +438,10 @@ def convert_compodiff_checkpoint(
     base_models = [str(name) for name in (text_encoder_name, image_encoder_name) if name is not None]
     if output_dir is not None:
         with atomic_directory(output_dir, overwrite=overwrite, kind=COMPODIFF_FOLDER) as tmp:
-            pipeline.save_pretrained(tmp)
             card = create_compodiff_model_card(
                 pipeline, model_id=push_to_hub or Path(output_dir).name, base_models=base_models
             )
-            card.save(str(Path(tmp) / "README.md"))
+            save_pretrained(pipeline, tmp, model_card=card)
     if push_to_hub is not None:
         _push(pipeline, push_to_hub, base_models=base_models)
     return pipeline

@@ -66,7 +66,11 @@ def load_reference_phi(phi_checkpoint: str | os.PathLike) -> dict[str, torch.Ten
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a torch pickle loadable with `weights_only=True`, or holds no phi state dict.
     """
-    checkpoint = load_torch_checkpoint(phi_checkpoint, "phi_checkpoint")
+    checkpoint = load_torch_checkpoint(
+        phi_checkpoint,
+        "phi_checkpoint",
+        f"a released phi checkpoint (a dict with key {REFERENCE_PHI_KEY!r} of tensors)",
+    )
     if isinstance(checkpoint, dict) and REFERENCE_PHI_KEY in checkpoint:
         state_dict = tensor_dict(checkpoint[REFERENCE_PHI_KEY])
     else:

@@ -88,7 +88,9 @@ def load_reference_im2text(checkpoint_path: str | os.PathLike) -> dict[str, torc
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a torch pickle loadable with `weights_only=True`, or holds no IM2TEXT state dict.
     """
-    checkpoint = load_torch_checkpoint(checkpoint_path, "checkpoint")
+    checkpoint = load_torch_checkpoint(
+        checkpoint_path, "checkpoint", f"a Pic2Word checkpoint (a dict with key {REFERENCE_IM2TEXT_KEY!r} of tensors)"
+    )
     if isinstance(checkpoint, dict) and REFERENCE_IM2TEXT_KEY in checkpoint:
         state_dict = tensor_dict(checkpoint[REFERENCE_IM2TEXT_KEY])
     else:

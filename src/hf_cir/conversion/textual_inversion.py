@@ -21,6 +21,7 @@ from ..hub import create_lincir_model_card, is_hub_id, save_pretrained
 from ..hub.saving import LINCIR_FOLDER
 from ..models.lincir import LinCIRModel, LinCIRProcessor
 from ..utils import atomic_directory
+from .loading import load_checkpoint_file, load_pretrained_component
 
 __all__ = [
     "build_textual_inversion_folder",
@@ -31,22 +32,17 @@ __all__ = [
 ]
 
 
-def load_torch_checkpoint(path: str | os.PathLike, argument: str) -> Any:
-    """Load a released checkpoint with `torch.load(..., weights_only=True)` (no arbitrary code runs).
+def load_torch_checkpoint(
+    path: str | os.PathLike, argument: str, expected: str = "a released checkpoint (a dict of tensors)"
+) -> Any:
+    """Load a released checkpoint (a torch pickle with `torch.load(..., weights_only=True)`, so no arbitrary code
+    runs, or a safetensors file) through the converters' one load path, [`load_checkpoint_file`].
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a torch pickle that loads with `weights_only=True`.
+        ValueError: the file is empty, or neither a readable safetensors file nor a weights-only torch pickle.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`{argument}`: no such file: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a corrupt or foreign file fails anywhere inside the unpickler
-        raise ValueError(
-            f"`{argument}` {path} is not a torch checkpoint that loads with `weights_only=True` ({error})."
-        ) from error
+    return load_checkpoint_file(path, argument, expected)
 
 
 def tensor_dict(value: Any) -> dict[str, torch.Tensor] | None:
@@ -114,9 +110,19 @@ def build_textual_inversion_folder(
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise FileExistsError(f"`output_dir` {output_dir} already exists and is not an empty folder.")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name_or_path or clip_name_or_path)
-    image_processor = AutoImageProcessor.from_pretrained(clip_name_or_path)
-    model = LinCIRModel.from_clip(clip_name_or_path, tokenizer=tokenizer, **config)
+    tokenizer_argument = "tokenizer_name_or_path" if tokenizer_name_or_path else "clip_name_or_path"
+    tokenizer = load_pretrained_component(
+        AutoTokenizer.from_pretrained, tokenizer_name_or_path or clip_name_or_path, tokenizer_argument, "a tokenizer"
+    )
+    image_processor = load_pretrained_component(
+        AutoImageProcessor.from_pretrained, clip_name_or_path, "clip_name_or_path", "a CLIP image processor"
+    )
+    model = load_pretrained_component(
+        lambda name: LinCIRModel.from_clip(name, tokenizer=tokenizer, **config),
+        clip_name_or_path,
+        "clip_name_or_path",
+        "a transformers CLIP checkpoint",
+    )
 
     expected = model.phi.state_dict()
     check_state_dict_keys(phi_state_dict, set(expected), f"phi ({model.config.phi_type})")

@@ -37,6 +37,9 @@ class CIRQuery:
         gallery_ids: The query's own gallery (GeneCIS), or `None` when the query searches the shared gallery.
         subset_ids: The query's image set (CIRR's `img_set.members`), used by Recall_subset.
         category: A sub-benchmark the query belongs to (FashionIQ's dress, shirt or toptee).
+        fields: The annotation's own texts (CIRCO's `relative_caption` and `shared_concept`, FashionIQ's `captions`),
+            from which a method that defines its own query texts on this benchmark builds them
+            (`hf_cir.families.MethodSpec.query_texts`, read by [`Benchmark.query_texts`]).
 
     Example:
 
@@ -54,6 +57,7 @@ class CIRQuery:
     gallery_ids: list[str] | None = None
     subset_ids: list[str] | None = None
     category: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class EmbeddingTable:
@@ -177,6 +181,23 @@ class Benchmark(ABC):
     @abstractmethod
     def queries(self) -> list[CIRQuery]:
         """The split's queries."""
+
+    def query_texts(self, query: CIRQuery, method: str) -> list[str]:
+        """The texts `method` encodes for `query`: the method's own template for this benchmark, filled with the
+        query's annotation `fields`, when the family registry gives one (`MethodSpec.query_texts`: MagicLens's
+        evaluation asks CIRCO for `find {shared_concept} but {relative_caption}`), else the query's `texts`."""
+        from ..families import method_spec
+
+        template = method_spec(method).query_text_template(self.name)
+        if template is None:
+            return list(query.texts)
+        try:
+            return [template.format(**query.fields)]
+        except (KeyError, IndexError, AttributeError) as error:
+            raise ValueError(
+                f"{self.name}: query {query.query_id} has no {error} for method {method!r}'s query text {template!r}; "
+                f"its annotation gives {sorted(query.fields) or 'no fields'}."
+            ) from None
 
     @abstractmethod
     def compute_metrics(self, query_features: torch.Tensor, images: EmbeddingTable) -> dict[str, float]:

@@ -82,7 +82,10 @@ class CIRCOBenchmark(Benchmark):
         for key, image_id in (("reference_img_id", reference), *(("gt_img_ids", target) for target in targets)):
             if image_id not in self._files:
                 raise ValueError(f"{entry.where}: {key} {image_id} is not a COCO-2017 unlabeled image.")
-        return CIRQuery(query_id=query_id, reference_id=reference, texts=[caption], target_ids=targets)
+        fields = {"relative_caption": caption}
+        if entry.has("shared_concept"):
+            fields["shared_concept"] = entry.string("shared_concept")
+        return CIRQuery(query_id=query_id, reference_id=reference, texts=[caption], target_ids=targets, fields=fields)
 
     def image_ids(self) -> list[str]:
         return list(self._files)

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..retrieval.engine import ProcessGroup, UnitWork, run_units
+from ..families import method_spec
 from ..retrieval.models import RetrievalModel
+from ..retrieval.query import ComposedQuery, embed_queries
 from ..utils import atomic_file
+from ..utils.units import ProcessGroup, UnitWork, run_units
 from .base import Benchmark, CIRQuery, EmbeddingTable
 
 __all__ = ["EvaluationResult", "default_cache_dir", "embed_benchmark_images", "encode_benchmark_queries", "evaluate"]
@@ -64,28 +66,50 @@ def encode_benchmark_queries(
     method: str,
     batch_size: int = 32,
     show_progress: bool = True,
+    benchmark: Benchmark | None = None,
 ) -> torch.Tensor:
     """One L2-normalised feature per query; a query with several texts gets the normalised mean of their features.
 
-    Reference images come from `images` (the raw embeddings computed for the gallery), so no image is encoded twice.
+    Reference images come from `images` (the raw embeddings computed for the gallery), so no image is encoded twice;
+    a method that composes from the reference image itself (`MethodSpec.reference_pixels`, MagicLens) gets the image,
+    loaded once per batch by `benchmark.load_image`. With `benchmark`, the texts are `benchmark.query_texts(query,
+    method)` (the method's own query texts where it defines them), else each query's `texts`.
     """
     from tqdm.auto import tqdm
 
-    items = [(row, text, query.reference_id) for row, query in enumerate(queries) for text in query.texts]
+    method = model.check_method(method)
+    spec = method_spec(method)
+    items = [
+        (row, text, query.reference_id)
+        for row, query in enumerate(queries)
+        for text in (benchmark.query_texts(query, method) if benchmark is not None else query.texts)
+    ]
     if not items:
         raise ValueError("The benchmark has no queries.")
+    pixels = spec.reference_pixels and spec.uses_reference
+    if pixels and benchmark is None:
+        raise ValueError(f"Method {method!r} composes from the reference images: pass the `benchmark` to load them.")
+    takes_text = spec.text != "refused"
     sums = torch.zeros(len(queries), model.embedding_dim)
     for start in tqdm(range(0, len(items), batch_size), desc="Encoding queries", disable=not show_progress):
         batch = items[start : start + batch_size]
-        with_image = [item for item in batch if item[2] is not None]
-        without_image = [item for item in batch if item[2] is None]
-        for group, has_image in ((with_image, True), (without_image, False)):
-            if not group:
-                continue
-            texts = [text for _, text, _ in group]
-            embeds = images.rows([reference for _, _, reference in group]) if has_image else None
-            features = F.normalize(model.encode_queries(texts, image_embeds=embeds, method=method), dim=-1)
-            sums.index_add_(0, torch.tensor([row for row, _, _ in group]), features)
+        references = [reference for _, _, reference in batch if reference is not None]
+        if pixels:  # each reference image of the batch opened once (a query's texts share it)
+            opened = {reference: benchmark.load_image(reference) for reference in dict.fromkeys(references)}
+            stored = iter([opened[reference] for reference in references])
+        else:
+            stored = iter(images.rows(references)) if references else iter(())
+        # The same composed queries, checks and model calls as `hf-cir search` and the app (`hf_cir.retrieval.query`).
+        composed = [
+            ComposedQuery(
+                text=text if takes_text else None,
+                image=next(stored) if reference and pixels else None,
+                image_embeds=next(stored) if reference and not pixels else None,
+            )
+            for _, text, reference in batch
+        ]
+        features = F.normalize(embed_queries(model, composed, method, batch_size=batch_size), dim=-1)
+        sums.index_add_(0, torch.tensor([row for row, _, _ in batch]), features)
     return F.normalize(sums, dim=-1)
 
 
@@ -246,7 +270,9 @@ def evaluate(
         )
     images, computed = embed_benchmark_images(model, benchmark, work_dir, batch_size, num_workers, show_progress)
     queries = benchmark.queries()
-    query_features = encode_benchmark_queries(model, queries, images, method, batch_size, show_progress)
+    query_features = encode_benchmark_queries(
+        model, queries, images, method, batch_size, show_progress, benchmark=benchmark
+    )
     normalized = EmbeddingTable(images.ids, F.normalize(images.features, dim=-1))
     metrics = benchmark.compute_metrics(query_features, normalized) if benchmark.has_labels else {}
     result = EvaluationResult(

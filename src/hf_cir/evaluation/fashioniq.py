@@ -9,8 +9,10 @@ On-disk layout (the official one, https://github.com/XiaoxiaoGuo/fashion-iq)::
 
 Protocol of the LinCIR and SEARLE evaluations: the two captions are joined as "{c1} and {c2}" (each stripped of
 surrounding ".?, "), the query is also encoded with the captions in reverse order, and the query feature is the
-normalised mean of the two normalised features. Recall@{10,50} within each category's gallery, then the mean over
-categories. Only the validation split has public targets.
+normalised mean of the two normalised features. A method whose own evaluation joins them otherwise says so in the
+family registry (`MethodSpec.query_texts`: MagicLens's `"{captions[0]} and {captions[1]}"`, unstripped, one order).
+Recall@{10,50} within each category's gallery, then the mean over categories. Only the validation split has public
+targets.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class FashionIQBenchmark(Benchmark):
             ],
             target_ids=[target],
             category=category,
+            fields={"captions": captions},
         )
 
     def image_ids(self) -> list[str]:

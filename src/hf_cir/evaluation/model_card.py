@@ -9,9 +9,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard
 
-from ..hub import update_card_evaluation
-from ..retrieval.models import BASELINE_METHODS, detect_model_type
-from ..utils import atomic_file
+from ..families import BASELINE_METHODS, read_model_folder
+from ..hub import update_card_evaluation, write_model_card
 from .evaluate import EvaluationResult
 from .registry import get_benchmark_class
 
@@ -45,7 +44,7 @@ def update_model_card(
     model_dir: str | os.PathLike, results: Iterable[EvaluationResult], model_method: str | None = None
 ) -> Path:
     """Merge evaluation results into `model_dir/README.md` (created when the folder has no card): the results of
-    the model's own method (`model_method`, default: the folder's model type, `"lincir"` or `"compodiff"`) into its
+    the model's own method (`model_method`, default: the folder's own method, e.g. `"lincir"` or `"searle"`) into its
     model-index; those of the baselines (image, text, sum) into a table of the card's text labelled as baselines.
 
     A result replaces an earlier one for the same benchmark, split, metric and method; other entries stay.
@@ -66,8 +65,8 @@ def update_model_card(
     results = [result for result in results if result.metrics]
     if not results:
         raise ValueError("No metric values to write into the model card (a test split has none: submit the files).")
-    if model_method is None:
-        model_method = detect_model_type(model_dir)
+    if model_method is None:  # the folder's own method (a LinCIR-family folder may be SEARLE or Pic2Word)
+        model_method = read_model_folder(model_dir).method
     unknown = sorted({r.method for r in results} - {model_method, *BASELINE_METHODS})
     if unknown:
         raise ValueError(f"Results of {unknown} are neither this {model_method} model's nor a baseline's.")
@@ -80,7 +79,4 @@ def update_model_card(
         header = f"---\ntags:\n- {TASK_TYPE}\n---\n"
         card = ModelCard(header + f"\n# {model_dir.name}\n\nEvaluation results written by `hf-cir evaluate`.\n")
     card = update_card_evaluation(card, own, baselines, model_method=model_method, model_name=model_dir.resolve().name)
-    content = str(card)
-    with atomic_file(path, "w") as handle:
-        handle.write(content)
-    return path
+    return write_model_card(card, model_dir)

@@ -17,8 +17,10 @@ from .model_cards import (
     portable_path,
     render_model_card,
     results_table,
+    training_arguments,
     training_details_markdown,
     update_card_evaluation,
+    write_model_card,
 )
 from .remote_code import LINCIR_REMOTE_CODE, REMOTE_CODE_MODULES, make_remote_code_folder
 from .saving import push_to_hub, save_pretrained
@@ -45,6 +47,8 @@ __all__ = [
     "render_model_card",
     "results_table",
     "save_pretrained",
+    "training_arguments",
     "training_details_markdown",
     "update_card_evaluation",
+    "write_model_card",
 ]

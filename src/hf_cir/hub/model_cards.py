@@ -45,8 +45,10 @@ __all__ = [
     "portable_path",
     "render_model_card",
     "results_table",
+    "training_arguments",
     "training_details_markdown",
     "update_card_evaluation",
+    "write_model_card",
 ]
 
 LINCIR_TAGS = ("composed-image-retrieval", "lincir", "clip")
@@ -210,18 +212,13 @@ def _portable(value):
 
 
 def model_card_template_path(name: str) -> Path:
-    """Path of the template `model_cards/{name}.md`.
-
-    Looks in the installed wheel first (`hf_cir/model_card_templates/`), then in the source checkout.
-    """
-    candidates = [
-        Path(__file__).resolve().parent.parent / "model_card_templates" / f"{name}.md",
-        Path(__file__).resolve().parents[3] / "model_cards" / f"{name}.md",
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"No model card template named {name!r}; looked in: {', '.join(map(str, candidates))}")
+    """Path of the template `model_cards/{name}.md`, read from the package's `hf_cir/model_card_templates/` (in a
+    source checkout a link to the repository's `model_cards/`, in a wheel a copy): nothing outside the package is
+    looked up."""
+    path = Path(__file__).resolve().parent.parent / "model_card_templates" / f"{name}.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"No model card template named {name!r} (no {path}).")
+    return path
 
 
 def render_model_card(template: str, card_data: ModelCardData, **template_vars) -> ModelCard:
@@ -532,16 +529,73 @@ def equivalent_command(
     return " \\\n  ".join([f"{launcher} {script}", *words])
 
 
+# Arguments never written to a card: secrets, and what only this machine's run means (resuming does not change
+# the result: it is bit-identical).
+_HIDDEN_ARGUMENTS = {"hub_token", "local_rank", "resume_from_checkpoint"}
+
+
+def training_arguments(args: Mapping | argparse.Namespace) -> dict:
+    """The run's arguments as a JSON-safe dict, secrets removed (`argparse.Namespace` or dict).
+
+    Example:
+
+    ```python
+    >>> import argparse
+    >>> from hf_cir.hub import training_arguments
+    >>> training_arguments(argparse.Namespace(learning_rate=1e-4, hub_token="secret"))
+    {'learning_rate': 0.0001}
+
+    ```
+    """
+    values = dict(args) if isinstance(args, Mapping) else vars(args)
+    safe = {}
+    for key, value in sorted(values.items()):
+        if key in _HIDDEN_ARGUMENTS or key.startswith("_"):
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = repr(value)
+        safe[key] = value
+    return safe
+
+
+def write_model_card(card: ModelCard | str, folder: str | os.PathLike) -> Path:
+    """Write `card` as `folder/README.md`, atomically: the one writer of every card hf-cir saves (saving, conversion,
+    training, `hf-cir evaluate --update-model-card`).
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> from hf_cir.hub import write_model_card
+    >>> path = write_model_card("# A model", tempfile.mkdtemp())
+    >>> path.name, path.read_text()
+    ('README.md', '# A model')
+
+    ```
+    """
+    from ..utils import atomic_file
+
+    path = Path(folder) / "README.md"
+    with atomic_file(path, "w") as handle:
+        handle.write(str(card))
+    return path
+
+
 def training_details_markdown(
     script: str,
-    arguments: Mapping,
+    arguments: Mapping | argparse.Namespace,
     data: Mapping | None = None,
     results: Mapping | None = None,
     parser: argparse.ArgumentParser | None = None,
 ) -> str:
-    """Markdown describing a training run of `training/{script}`: its data, results, every argument, and the
-    [`equivalent_command`] that reruns it (from a checkout of hf-cir, in the run's working directory). Local paths
-    appear as [`portable_path`]s.
+    """Markdown describing a training run of `training/{script}`: its data, results, every argument (the run's
+    `argparse.Namespace` or a dict; secrets left out, see [`training_arguments`]), and the [`equivalent_command`]
+    that reruns it (from a checkout of hf-cir, in the run's working directory), spelled for `parser` (the script's
+    own parser). Local paths appear as [`portable_path`]s. The `training_details` of every card template.
 
     Example:
 
@@ -552,6 +606,7 @@ def training_details_markdown(
 
     ```
     """
+    arguments = training_arguments(arguments)
     lines = [f"Trained with hf-cir's `training/{script}`.", ""]
     if data:
         lines += ["### Data", "", "| | |", "| --- | --- |"]

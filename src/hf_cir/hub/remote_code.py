@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..families import model_families
 from ..models.compodiff import modeling_compodiff
 from ..models.lincir import configuration_lincir, modeling_lincir, processing_lincir
 from ..pipelines.compodiff import pipeline_compodiff
@@ -79,20 +80,42 @@ def make_remote_code_folder(folder: str | os.PathLike, link: bool = False) -> Pa
     ```
     """
     folder = Path(folder)
-    if (folder / "model_index.json").is_file():
-        _make_compodiff_remote_code(folder)
-    elif (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get(
-        "model_type"
-    ) == "lincir":
-        _make_lincir_remote_code(folder)
-    else:
-        raise FileNotFoundError(
-            f"{folder} is neither a saved CompoDiff pipeline (model_index.json) nor a LinCIR model (config.json with "
-            "model_type 'lincir')."
-        )
+    family = _family_of_folder(folder)
+    if family.remote_code is None:
+        raise ValueError(f"{folder}: {family.title} folders have no remote-code layout.")
+    family.load("remote_code")(folder)
     if link:
         _link_to_package(folder)
     return folder
+
+
+def _family_of_folder(folder: Path):
+    """The registered family of a saved folder (`hf_cir.families`), read from its `model_index.json` / `config.json`."""
+    families = list(model_families().values())
+    pipelines = [family for family in families if family.pipeline_class]
+    if (folder / "model_index.json").is_file():
+        class_name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+        class_name = class_name[1] if isinstance(class_name, list) and len(class_name) == 2 else class_name
+        # With one pipeline family, its exporter says what is wrong with another pipeline's folder.
+        return next(
+            (f for f in pipelines if f.pipeline_class == class_name), pipelines[0] if len(pipelines) == 1 else None
+        ) or _not_a_family(folder, families)
+    if (folder / "config.json").is_file():
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        family = next((f for f in families if f.config_model_type and f.config_model_type == model_type), None)
+        if family is not None:
+            return family
+    return _not_a_family(folder, families)
+
+
+def _not_a_family(folder: Path, families):
+    kinds = [
+        f"a saved {f.title} pipeline (model_index.json)"
+        if f.pipeline_class
+        else f"a {f.title} model (config.json with model_type {f.config_model_type!r})"
+        for f in families
+    ]
+    raise FileNotFoundError(f"{folder} is neither {' nor '.join(kinds)}.")
 
 
 def _link_to_package(folder: Path) -> None:
@@ -108,7 +131,8 @@ def _link_to_package(folder: Path) -> None:
         path.symlink_to(os.path.relpath(source, path.parent))
 
 
-def _make_compodiff_remote_code(folder: Path) -> Path:
+def add_compodiff_remote_code(folder: Path) -> Path:
+    """A saved CompoDiff folder in the remote-code layout (see [`make_remote_code_folder`])."""
     index = json.loads((folder / "model_index.json").read_text())
     class_name = index.get("_class_name")
     if class_name not in ("CompoDiffPipeline", ["pipeline_compodiff", "CompoDiffPipeline"]):
@@ -128,7 +152,8 @@ def _make_compodiff_remote_code(folder: Path) -> Path:
     return add_remote_code(folder, classes)
 
 
-def _make_lincir_remote_code(folder: Path) -> Path:
+def add_lincir_remote_code(folder: Path) -> Path:
+    """A saved LinCIR-family folder in the remote-code layout (see [`make_remote_code_folder`])."""
     for module in LINCIR_REMOTE_CODE["files"]:
         shutil.copyfile(module.__file__, folder / Path(module.__file__).name)
     for file_name, auto_map in LINCIR_REMOTE_CODE["auto_map"].items():

@@ -15,12 +15,19 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard
 
-from ..models.lincir import LinCIRModel
-from ..pipelines.compodiff import CompoDiffPipeline
+from ..families import ModelFamily, model_families
 from ..utils.io import ArtefactKind
-from .model_cards import create_compodiff_model_card, create_lincir_model_card
+from .model_cards import write_model_card
 
-__all__ = ["COMPODIFF_FOLDER", "LINCIR_FOLDER", "push_to_hub", "save_pretrained"]
+__all__ = [
+    "COMPODIFF_FOLDER",
+    "LINCIR_FOLDER",
+    "family_of_model",
+    "push_to_hub",
+    "save_compodiff_folder",
+    "save_lincir_folder",
+    "save_pretrained",
+]
 
 # What the folders written here hold, so that `overwrite` replaces only such a folder (`hf_cir.utils.io`).
 LINCIR_FOLDER = ArtefactKind(
@@ -51,16 +58,48 @@ COMPODIFF_FOLDER = ArtefactKind(
 )
 
 
+def family_of_model(model) -> ModelFamily:
+    """The registered family whose `model_classes` `model` is an instance of (`hf_cir.families`)."""
+    families = list(model_families().values())
+    for family in families:
+        if family.is_instance(model):
+            return family
+    expected = " or ".join(path.rpartition(":")[2] for family in families for path in family.model_classes)
+    raise TypeError(f"`model` must be a {expected}, not {type(model).__name__}.")
+
+
 def _create_card(model, **card_kwargs) -> ModelCard:
-    if isinstance(model, LinCIRModel):
-        return create_lincir_model_card(model, **card_kwargs)
-    if isinstance(model, CompoDiffPipeline):
-        return create_compodiff_model_card(model, **card_kwargs)
-    raise TypeError(f"`model` must be a LinCIRModel or a CompoDiffPipeline, not {type(model).__name__}.")
+    return family_of_model(model).load("model_card")(model, **card_kwargs)
+
+
+def save_lincir_folder(model, save_directory: Path, processor=None) -> None:
+    """A LinCIR-family model (and its processor) written by their own `save_pretrained`; no card."""
+    if processor is not None and processor.placeholder_token_id != model.config.placeholder_token_id:
+        raise ValueError(
+            f"The processor's placeholder id ({processor.placeholder_token_id}) differs from the model's "
+            f"({model.config.placeholder_token_id}): they were built with different tokenizers."
+        )
+    model.save_pretrained(save_directory)
+    if processor is not None:
+        processor.save_pretrained(save_directory)
+
+
+def save_compodiff_folder(pipeline, save_directory: Path, processor=None) -> None:
+    """A CompoDiff pipeline written by its own `save_pretrained` (safetensors; its components bring their
+    processors); no card."""
+    if processor is not None:
+        raise ValueError("A CompoDiff pipeline holds its own tokenizer and image processor: pass no `processor`.")
+    pipeline.save_pretrained(save_directory, safe_serialization=True)
+
+
+def _save_with_own_methods(model, save_directory: Path, processor=None) -> None:
+    model.save_pretrained(save_directory)
+    if processor is not None:
+        processor.save_pretrained(save_directory)
 
 
 def save_pretrained(
-    model: LinCIRModel | CompoDiffPipeline,
+    model,
     save_directory: str | os.PathLike,
     processor=None,
     model_card: ModelCard | None = None,
@@ -68,8 +107,9 @@ def save_pretrained(
 ) -> Path:
     r"""
     Write `model` with its own `save_pretrained` (safetensors), `processor` (LinCIR) and hf-cir's model card
-    (`README.md`) into `save_directory`. `card_kwargs` go to [`create_lincir_model_card`] or
-    [`create_compodiff_model_card`] when no `model_card` is given.
+    (`README.md`) into `save_directory`, for a model of any registered family (`hf_cir.families`: its `save` and
+    `model_card`). `card_kwargs` go to the family's card function ([`create_lincir_model_card`],
+    [`create_compodiff_model_card`], ...) when no `model_card` is given.
 
     Example:
 
@@ -86,25 +126,18 @@ def save_pretrained(
     ```
     """
     save_directory = Path(save_directory)
-    if isinstance(model, LinCIRModel) and processor is not None:
-        if processor.placeholder_token_id != model.config.placeholder_token_id:
-            raise ValueError(
-                f"The processor's placeholder id ({processor.placeholder_token_id}) differs from the model's "
-                f"({model.config.placeholder_token_id}): they were built with different tokenizers."
-            )
     card = model_card if model_card is not None else _create_card(model, **card_kwargs)
-    if isinstance(model, CompoDiffPipeline):
-        model.save_pretrained(save_directory, safe_serialization=True)
-    else:
-        model.save_pretrained(save_directory)
-        if processor is not None:
-            processor.save_pretrained(save_directory)
-    card.save(str(save_directory / "README.md"))
+    try:
+        save = family_of_model(model).load("save")
+    except TypeError:  # a model of no registered family, with its card given: its own `save_pretrained`
+        save = _save_with_own_methods
+    save(model, save_directory, processor)
+    write_model_card(card, save_directory)
     return save_directory
 
 
 def push_to_hub(
-    model: LinCIRModel | CompoDiffPipeline,
+    model,
     repo_id: str,
     processor=None,
     model_card: ModelCard | None = None,

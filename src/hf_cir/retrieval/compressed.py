@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..utils import atomic_file
-from .search import top_k_lowest_index
+from .search import _check_queries, import_faiss, top_k_lowest_index, write_faiss_index
 
 __all__ = [
     "CompressedIndex",
@@ -174,17 +174,9 @@ def plan_compressed_index(
     )
 
 
-def _import_faiss():
-    try:
-        import faiss
-    except ImportError as error:
-        raise ImportError("Compressed indexes need faiss: `pip install hf-cir[scale]` (faiss-cpu).") from error
-    return faiss
-
-
 def train_compressed_index(sample: np.ndarray, plan: CompressedIndexPlan, seed: int = 0):
     """An empty faiss index of `plan`, trained on `sample` (`[n, D]` float32, L2-normalised rows)."""
-    faiss = _import_faiss()
+    faiss = import_faiss()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     index = faiss.index_factory(sample.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.extract_index_ivf(index)
@@ -198,7 +190,7 @@ def train_compressed_index(sample: np.ndarray, plan: CompressedIndexPlan, seed: 
 
 def _to_gpu(index):
     """The index on every GPU faiss sees (searches there), or the index itself (CPU faiss, unsupported kinds)."""
-    faiss = _import_faiss()
+    faiss = import_faiss()
     if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
         return index
     try:
@@ -259,11 +251,11 @@ class CompressedIndex:
 
     @property
     def nprobe(self) -> int:
-        return int(_import_faiss().extract_index_ivf(self.index).nprobe)
+        return int(import_faiss().extract_index_ivf(self.index).nprobe)
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        faiss = _import_faiss()
+        faiss = import_faiss()
         ivf = faiss.extract_index_ivf(self.index)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ivf.nlist:
             raise ValueError(f"`nprobe` must be an integer in [1, {ivf.nlist}], got {value!r}.")
@@ -286,9 +278,7 @@ class CompressedIndex:
         The `rerank` best approximate candidates (default: [`shortlist_size`]) are re-scored exactly from the stored
         embeddings; missing slots (fewer candidates than `k`) hold index -1 and score `-inf`.
         """
-        queries = torch.as_tensor(queries).float()
-        if queries.ndim == 1:
-            queries = queries[None]
+        queries = _check_queries(queries, int(self.index.d), k, self.ntotal).float()
         shortlist = self.shortlist_size(k, rerank)
         scores, ids = self._search_index.search(np.ascontiguousarray(queries.numpy()), shortlist)
         scores, ids = torch.from_numpy(scores), torch.from_numpy(ids).long()
@@ -305,18 +295,20 @@ class CompressedIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """`faiss.write_index` to `path` and the settings to `path` with suffix `.json`, each atomically."""
-        faiss = _import_faiss()
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
+        write_faiss_index(self.index, path)
         with atomic_file(path.with_suffix(".json"), "w") as handle:
             json.dump({"kind": COMPRESSED_KIND, "ntotal": self.ntotal, **self.settings}, handle, indent=1)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, embeddings=None, mmap: bool = True, use_gpu: bool | None = None):
-        """Open an index written by [`save`] (memory-mapped by default: the codes stay on disk until used)."""
-        faiss = _import_faiss()
+    def load(
+        cls, path: str | os.PathLike, embeddings=None, mmap: bool = True, use_gpu: bool | None = None, check=None
+    ):
+        """Open an index written by [`save`] (memory-mapped by default: the codes stay on disk until used).
+
+        `check(faiss_index)` runs on the file as read, before its settings are applied (e.g. that it was built for
+        the dimension of `embeddings`)."""
+        faiss = import_faiss()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Compressed index file {path} does not exist.")
@@ -329,8 +321,17 @@ class CompressedIndex:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as error:
             raise ValueError(f"{path} is corrupt: faiss cannot read it ({error}).") from error
-        if int(settings.get("ntotal", index.ntotal)) != index.ntotal:
-            raise ValueError(f"{path} holds {index.ntotal} vectors but its settings say {settings['ntotal']}.")
+        if not isinstance(settings, dict) or int(settings.get("ntotal", index.ntotal)) != index.ntotal:
+            raise ValueError(
+                f"{path} holds {index.ntotal} vectors but its settings say otherwise ({settings!r:.200})."
+            )
+        if check is not None:
+            check(index)
+        if embeddings is not None and int(index.d) != getattr(embeddings, "dim", index.d):
+            raise ValueError(
+                f"{path} was built for {int(index.d)}-d vectors, its embeddings are {embeddings.dim}-d (dimension "
+                "mismatch)."
+            )
         return cls(index, settings, embeddings, use_gpu=use_gpu)
 
 
@@ -347,7 +348,7 @@ def merge_compressed_parts(parts: list) -> Any:
 
     Each part is a faiss index or the path of one; the first part receives the others (`merge_from`).
     """
-    faiss = _import_faiss()
+    faiss = import_faiss()
     opened = [faiss.read_index(str(p)) if isinstance(p, (str, os.PathLike)) else p for p in parts]
     if not opened:
         raise ValueError("No index parts to merge.")

@@ -1,30 +1,26 @@
 # Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
-"""The embedding engine: work cut into units, DataLoader workers, any number of processes, resumable outputs.
+"""The gallery shard builder of `hf-cir index`: a gallery source embedded into an index folder (format v2), unit
+by unit, resumable, on any number of processes (the generic runner is `hf_cir.utils.units`).
 
-One unit runner ([`run_units`]) serves every embedding job of hf-cir: `hf-cir index` and [`GalleryIndex.build`]
-(gallery shards, [`embed_source`]), `training/precompute_embeddings.py` (CompoDiff's parquet chunks) and the
-benchmark evaluation (its gallery cache). A job is a [`UnitWork`]: units of rows, a picklable per-row `preparer`
-(read, decode, preprocess), a per-batch `compute` and a per-unit `write`.
-
-- Units are split over processes deterministically: process `r` of `n` runs units `r, r + n, r + 2n, ...`. Under
-  `accelerate launch` (GPUs, machines, or `--multi_gpu` on a CPU) the processes are the launcher's; otherwise
-  there is one. A stream (a `datasets.IterableDataset`) has no known number of units: every process reads it
-  through, keeps its own units and passes over the others without decoding them.
-- Rows are prepared in `num_workers` DataLoader workers, so the model, not the decoding, sets the pace; batches
-  never cross a unit, so the results do not depend on the number of processes or workers.
-- Each finished unit is written atomically and committed (a marker, or the output file itself); a rerun after a
-  kill (of any process) skips the committed units.
+- Each unit is a shard: embedded through [`run_units`] and committed with a marker in `INDEX.partial/units/`; a
+  rerun after a kill (of any process) skips the committed units whose files are intact, and recomputes a damaged
+  one (its headers do not match its record).
+- One build at a time owns an output: [`OutputLock`] (an exclusive `flock` on `.OUTPUT.lock` beside it, released
+  when the process ends however it ends) refuses a second build into the same output with one clear error.
+- Before the finished folder is published it is checked as a reader will check it (unique ids, every shard against
+  the manifest), so an index that cannot be loaded is never published; a published index found damaged is repaired
+  by the same command (its intact shards are kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import shutil
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,238 +29,34 @@ import numpy as np
 import torch
 
 from ..utils import atomic_file
+from ..utils.units import ProcessGroup, UnitWork, check_positive_integers, run_units
+from .kinds import resolve_index_kind
 from .sources import GalleryEntry, GallerySource
-from .storage import INDEX_VERSION, STORAGE_DTYPES, embeddings_shard_path, metadata_shard_path, write_shard
+from .storage import (
+    INDEX_VERSION,
+    MANIFEST_NAME,
+    STORAGE_DTYPES,
+    ShardedEmbeddings,
+    check_index_parts,
+    embeddings_shard_path,
+    index_damage,
+    make_manifest,
+    metadata_shard_path,
+    read_npy_header,
+    read_skipped_by_unit,
+    validate_manifest,
+    write_manifest,
+    write_shard,
+    write_skipped,
+)
 
-__all__ = ["BUILD_NAME", "EmbeddingRun", "ProcessGroup", "UnitRun", "UnitWork", "embed_source", "run_units"]
+__all__ = ["BUILD_NAME", "EmbeddingRun", "OutputLock", "build_index_folder", "embed_source"]
 
 logger = logging.getLogger(__name__)
 
 BUILD_NAME = "build.json"
 UNITS_DIR = "units"
-
-
-class ProcessGroup:
-    """This process's rank among the processes embedding together (Accelerate's when launched by it).
-
-    Args:
-        cpu: Force the CPU (gloo) backend even when accelerators are present (`--device cpu`). An `Accelerator`
-            created earlier in the process is shared (its state is Accelerate's one `PartialState`).
-    """
-
-    def __init__(self, cpu: bool = False):
-        self._state = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import PartialState
-
-            self._state = PartialState(cpu=cpu)
-
-    @classmethod
-    def single(cls) -> ProcessGroup:
-        """This process alone, even under `accelerate launch` (for work every process does in full)."""
-        group = cls.__new__(cls)
-        group._state = None
-        return group
-
-    @property
-    def rank(self) -> int:
-        return self._state.process_index if self._state is not None else 0
-
-    @property
-    def world_size(self) -> int:
-        return self._state.num_processes if self._state is not None else 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def owns(self, unit: int) -> bool:
-        """Whether `unit` is this process's (`unit mod world_size == rank`)."""
-        return unit % self.world_size == self.rank
-
-    def barrier(self) -> None:
-        if self._state is not None:
-            self._state.wait_for_everyone()
-
-    def gather(self, value: Any) -> list[Any]:
-        """`value` of every process, in rank order."""
-        if self._state is None:
-            return [value]
-        from accelerate.utils import gather_object
-
-        return gather_object([value])
-
-    def broadcast(self, value: Any) -> Any:
-        """The main process's `value`, on every process."""
-        if self._state is None:
-            return value
-        from accelerate.utils import broadcast_object_list
-
-        return broadcast_object_list([value])[0]
-
-
-class UnitWork(ABC):
-    """A resumable job of [`run_units`]: units of rows, each prepared, computed in batches and written as one piece.
-
-    What `preparer` returns runs in DataLoader workers (it is copied there, so it holds what reading and
-    preprocessing need and never the model); everything else runs in the calling process.
-    """
-
-    def num_units(self) -> int | None:
-        """How many units there are, or `None` when only reading the input through finds out (a stream)."""
-        return None
-
-    @abstractmethod
-    def iter_units(self, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list | None]]:
-        """Every unit in order as `(unit, rows)`; `rows` is `None` for a unit that is not `wanted` (not read)."""
-
-    @abstractmethod
-    def committed(self, unit: int) -> dict | None:
-        """The commit record of a finished unit, or `None` when it must be (re)computed."""
-
-    @abstractmethod
-    def preparer(self) -> Callable[[Any], Any]:
-        """A picklable `row -> prepared value` that reads, decodes and preprocesses one row in a worker (an exception
-        it raises is handed to `compute` for that row). Workers may be started by spawn or forkserver (macOS,
-        Windows, Python 3.14 on Linux), which pickles it: keep models and accelerator state out of it."""
-
-    @abstractmethod
-    def compute(self, unit: int, rows: list, batch: list[tuple[int, Any, BaseException | None]]) -> Any:
-        """The result of one batch: `(position in the unit, prepared value or None, exception or None)` items."""
-
-    @abstractmethod
-    def write(self, unit: int, rows: list, results: list) -> dict:
-        """Write and commit `unit` atomically from its batches' results; return its commit record."""
-
-
-@dataclass
-class UnitRun:
-    """What [`run_units`] did on this process: the units it wrote now, those committed earlier, and the unit count."""
-
-    written: dict[int, dict] = field(default_factory=dict)
-    reused: dict[int, dict] = field(default_factory=dict)
-    num_units: int = 0
-    rows: int = 0
-
-
-class _PreparedRows(torch.utils.data.Dataset):
-    """`(unit, position, row) -> (unit, position, prepared value or None, exception or None)`; runs in workers."""
-
-    def __init__(self, prepare: Callable[[Any], Any]):
-        self.prepare = prepare
-
-    def __getitem__(self, index: tuple[int, int, Any]):
-        unit, position, row = index
-        if position < 0:  # an empty unit: nothing to prepare
-            return unit, position, None, None
-        try:
-            return unit, position, self.prepare(row), None
-        except Exception as error:  # handed to `compute`, per row
-            return unit, position, None, error
-
-    def __len__(self) -> int:  # pragma: no cover - only the batch sampler indexes it
-        raise TypeError("indexed by (unit, position, row)")
-
-
-def _collate(samples):
-    return samples
-
-
-class _UnitBatches(torch.utils.data.Sampler):
-    """Batches of `(unit, position, row)` that never cross a unit; each unit's rows are kept for the caller."""
-
-    def __init__(self, work: UnitWork, wanted: Callable[[int], bool], batch_size: int, rows: dict[int, list]):
-        self.work, self.wanted, self.batch_size, self.rows = work, wanted, batch_size, rows
-        self.num_units = 0
-
-    def __iter__(self) -> Iterator[list[tuple[int, int, Any]]]:
-        for unit, rows in self.work.iter_units(self.wanted):
-            self.num_units = unit + 1
-            if rows is None:
-                continue
-            self.rows[unit] = rows
-            if not rows:
-                yield [(unit, -1, None)]
-            for start in range(0, len(rows), self.batch_size):
-                yield [(unit, p, rows[p]) for p in range(start, min(start + self.batch_size, len(rows)))]
-
-    def __len__(self) -> int:  # pragma: no cover
-        raise TypeError("unknown length")
-
-
-def check_positive_integers(**values: tuple[Any, int]) -> None:
-    """`name=(value, lowest allowed)`: each value an integer (not a bool) no lower than its bound."""
-    for name, (value, low) in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-
-
-def run_units(
-    work: UnitWork,
-    group: ProcessGroup,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    show_progress: bool = False,
-    description: str = "Embedding",
-    progress_unit: str = "row",
-) -> UnitRun:
-    """Run this process's uncommitted units of `work` (see the module docstring); every process calls it.
-
-    Args:
-        work: The job.
-        group: The processes running it together.
-        batch_size: Rows per `compute` call (batches never cross a unit).
-        num_workers: DataLoader workers running `work.preparer()` (0: in this process).
-        show_progress: Show a progress bar (main process).
-    """
-    from tqdm.auto import tqdm
-
-    check_positive_integers(batch_size=(batch_size, 1), num_workers=(num_workers, 0))
-    run = UnitRun()
-
-    def uncommitted(unit: int) -> bool:
-        if not group.owns(unit):
-            return False
-        record = work.committed(unit)
-        if record is not None:
-            run.reused[unit] = record
-            return False
-        return True
-
-    wanted = uncommitted
-    total = work.num_units()
-    if total is not None:  # committed units are looked up once, and nothing starts when all are done
-        todo = {unit for unit in range(total) if uncommitted(unit)}
-        run.num_units = total
-        if not todo:
-            return run
-        wanted = todo.__contains__
-    rows: dict[int, list] = {}
-    sampler = _UnitBatches(work, wanted, batch_size, rows)
-    loader = torch.utils.data.DataLoader(
-        _PreparedRows(work.preparer()), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate
-    )
-    progress = tqdm(desc=description, unit=progress_unit, disable=not (show_progress and group.is_main))
-    current: int | None = None
-    results: list = []
-    try:
-        for batch in loader:
-            unit = batch[0][0]
-            if current is not None and unit != current:
-                run.written[current] = work.write(current, rows.pop(current), results)
-                results = []
-            current = unit
-            items = [(position, value, error) for _, position, value, error in batch if position >= 0]
-            if items:
-                results.append(work.compute(unit, rows[unit], items))
-                run.rows += len(items)
-            progress.update(len(items))
-        if current is not None:
-            run.written[current] = work.write(current, rows.pop(current), results)
-    finally:
-        progress.close()
-    run.num_units = max(run.num_units, sampler.num_units)
-    return run
+LOCK_SUFFIX = ".lock"
 
 
 @dataclass
@@ -282,16 +74,97 @@ def unit_marker_path(work_dir: Path, unit: int) -> Path:
     return work_dir / UNITS_DIR / f"{unit:06d}.json"
 
 
-def read_unit_marker(work_dir: Path, unit: int) -> dict | None:
-    """The commit record of a finished unit, or None when the unit must be (re)computed."""
+def read_unit_marker(work_dir: Path, unit: int, dtype: str | None = None, dim: int | None = None) -> dict | None:
+    """The commit record of a finished unit, or None when the unit must be (re)computed: no record, or files that
+    do not match it (a truncated, replaced or missing shard: its headers are read, and checked against the record,
+    `dtype` and `dim`)."""
     path = unit_marker_path(work_dir, unit)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not all(p.is_file() for p in (embeddings_shard_path(work_dir, unit), metadata_shard_path(work_dir, unit))):
+    if not isinstance(record, dict) or not isinstance(record.get("count"), int):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("count"), int) else None
+    damage = _unit_damage(work_dir, unit, record["count"], dtype, dim)
+    if damage is not None:
+        logger.warning(f"{work_dir}: committed unit {unit} is damaged ({damage}); computing it again.")
+        return None
+    return record
+
+
+def _unit_damage(work_dir: Path, unit: int, count: int, dtype: str | None, dim: int | None) -> str | None:
+    """Why the files of a committed unit do not hold `count` rows of `dim` `dtype` values (`None`: they do)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        stored, shape, _ = read_npy_header(embeddings_shard_path(work_dir, unit), work_dir)
+        rows = pq.ParquetFile(metadata_shard_path(work_dir, unit)).metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException) as error:
+        return str(error)
+    if len(shape) != 2 or shape[0] != count or rows != count:
+        return f"{shape} embeddings and {rows} metadata rows for {count} images"
+    if (dtype is not None and stored != np.dtype(dtype)) or (dim is not None and shape[1] != dim):
+        return f"{stored} embeddings of shape {shape}, expected {dtype} of width {dim}"
+    return None
+
+
+def lock_path(output: str | os.PathLike) -> Path:
+    """The lock file of the build of `output`: `.NAME.lock` beside it."""
+    output = Path(output)
+    return output.with_name(f".{output.name}{LOCK_SUFFIX}")
+
+
+class OutputLock:
+    """An exclusive lock on building `output`: one build at a time writes `output.partial/` and renames it.
+
+    It is an `fcntl.flock` on `.NAME.lock` beside `output`: the kernel releases it when the holder ends, however it
+    ends, so a lock file left by a killed build is taken over (never a stale lock). The file holds the holder's
+    process id, for the message a second build gets.
+    """
+
+    def __init__(self, output: str | os.PathLike):
+        self.output = Path(output)
+        self.path = lock_path(output)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise `FileExistsError` naming the build that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX: builds are not serialised
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                process = f" (process {holder})" if holder.isdigit() else ""
+                raise FileExistsError(
+                    f"`output`: another hf-cir index build{process} is writing {self.output}; wait for it to "
+                    "finish, or stop it and run this command again."
+                ) from None
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the holder removed the file between our open and our lock: take the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)  # still locked: a build waiting on this file sees it gone and opens a new one
+        os.close(self._fd)
+        self._fd = None
 
 
 def describe_error(error: BaseException) -> str:
@@ -325,7 +198,7 @@ class _GalleryShards(UnitWork):
         return self.source.iter_units(self.unit_size, wanted)
 
     def committed(self, unit: int) -> dict | None:
-        return read_unit_marker(self.work_dir, unit)
+        return read_unit_marker(self.work_dir, unit, self.dtype, self.model.embedding_dim)
 
     def preparer(self):
         return functools.partial(_open_gallery_image, self.source, self.preprocess)
@@ -454,53 +327,24 @@ def _move_into_place(work_dir: Path, output: Path) -> None:
         os.replace(work_dir, output)
 
 
-def _build_faiss(work_dir: Path, group: ProcessGroup, kind: str, num_units: int, memory_budget, faiss_kwargs, seed=0):
-    """Build the optional faiss index of a finished build; compressed kinds are filled by every process."""
-    from .storage import ShardedEmbeddings
+def _check_unique_ids(work_dir: Path, num_units: int, source: GallerySource) -> None:
+    """Ids must be unique across the whole gallery (every source's ids were checked one by one as they were read)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    table = ShardedEmbeddings.open(work_dir, num_units)
-    count = len(table)
-    if kind == "auto":
-        kind = "ivf-pq" if count > AUTO_EXACT_LIMIT else None
-    if kind is None:
-        return None
-    if kind != "ivf-pq":  # flat / ivf / hnsw: built in RAM by the main process
-        if group.is_main:
-            from .search import FaissIndex
-
-            FaissIndex(table.to_tensor(), kind=kind, **(faiss_kwargs or {})).save(work_dir / "faiss.index")
-        return {"kind": kind, "file": "faiss.index"}
-    import faiss
-
-    from .compressed import (
-        CompressedIndex,
-        add_rows,
-        merge_compressed_parts,
-        plan_compressed_index,
-        train_compressed_index,
+    columns = [pq.read_table(metadata_shard_path(work_dir, u), columns=["id"]).column("id") for u in range(num_units)]
+    ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks], type=pa.string())
+    if len(pc.unique(ids)) == len(ids):
+        return
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    units = [source.unit_name(u) for u, column in enumerate(columns) if repeated in column.to_pylist()]
+    where = f"in {' and '.join(units)}" if len(units) > 1 else f"twice in {units[0]}"
+    raise ValueError(
+        f"`{source.kind}`: the id {repeated!r} appears {where}; ids must be unique (rename or drop the repeated "
+        "samples, or pass another id column)."
     )
-
-    plan = plan_compressed_index(count, table.dim, memory_budget, **(faiss_kwargs or {}))
-    trained = work_dir / "faiss.trained.index"
-    if group.is_main:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(count, min(plan.train_size, count), replace=False))
-        faiss.write_index(train_compressed_index(table.rows(sample).numpy(), plan, seed), str(trained))
-    group.barrier()
-    part = faiss.read_index(str(trained))
-    mine = [u for u in range(num_units) if u % group.world_size == group.rank]
-    add_rows(part, ((int(table.offsets[u]), table.shards[u]) for u in mine))
-    faiss.write_index(part, str(work_dir / f"faiss.part-{group.rank:05d}.index"))
-    group.barrier()
-    if group.is_main:
-        parts = [work_dir / f"faiss.part-{rank:05d}.index" for rank in range(group.world_size)]
-        CompressedIndex(merge_compressed_parts(parts), plan.to_dict(), use_gpu=False).save(work_dir / "faiss.index")
-        for path in [trained, *parts]:
-            path.unlink()
-    return {"kind": kind, "file": "faiss.index", "factory": plan.factory}
-
-
-AUTO_EXACT_LIMIT = 100_000
 
 
 def build_index_folder(
@@ -516,26 +360,86 @@ def build_index_folder(
     faiss_kwargs: dict[str, Any] | None = None,
     show_progress: bool = True,
     description: str = "Indexing",
+    overwrite: bool = False,
 ) -> tuple[int, dict[str, str]]:
     """Embed `source` on every process of this run into the index folder `output` (format v2).
 
-    Every process calls this with the same arguments. Work happens in `output.partial/` (resumable: see
-    [`embed_source`]); the main process then writes the skipped list, the optional faiss index (compressed kinds
-    are filled by every process and merged) and the manifest, and renames the folder to `output`. The caller checks
-    beforehand that `output` may be replaced.
+    Every process calls this with the same arguments. The main process first takes the output's [`OutputLock`]
+    (a second build into the same output is refused, and so is an `output` that appeared meanwhile unless
+    `overwrite`). Work happens in `output.partial/` (resumable: see [`embed_source`]); the main process then checks
+    that ids are unique, writes the skipped list, the optional faiss index (compressed kinds are filled by every
+    process and merged), checks the finished folder as a reader will, writes the manifest and renames the folder to
+    `output`. The caller checks beforehand that `output` may be replaced.
 
     Returns:
         `(images embedded by this run on all processes, {id: reason} of the skipped inputs)`.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .storage import SKIPPED_NAME, write_manifest
-
     output = Path(output)
     work_dir = output.with_name(output.name + ".partial")
     group = ProcessGroup(cpu=getattr(model, "device", torch.device("cpu")).type == "cpu")
+    lock = OutputLock(output)
     identity = build_identity(model, source, unit_size, dtype)
+    refusal = None
+    if group.is_main:
+        try:
+            lock.acquire()
+            if output.exists() and not overwrite:
+                _reuse_intact_units(output, work_dir, identity)
+        except OSError as error:
+            lock.release()
+            refusal = error
+    messages = group.gather(str(refusal) if refusal is not None else None)
+    if refusal is not None:
+        raise refusal
+    if messages[0] is not None:
+        raise FileExistsError(messages[0])
+    try:
+        return _build_locked(
+            model, source, output, work_dir, group, identity, unit_size, batch_size, num_workers, dtype, faiss,
+            memory_budget, faiss_kwargs, show_progress, description,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _reuse_intact_units(output: Path, work_dir: Path, identity: dict[str, Any]) -> None:
+    """`output` exists and no overwrite was asked for: go on only to repair a damaged index of this same build (its
+    intact shards become committed units of `work_dir`, the damaged ones are computed again); else refuse."""
+    damage = index_damage(output)
+    if damage is None:
+        raise FileExistsError(f"`output`: {output} already exists; pass overwrite=True (--overwrite) to replace it.")
+    manifest = json.loads((output / MANIFEST_NAME).read_text())
+    settings = {key: manifest.get(key) for key in ("fingerprint", "embedding_dim", "dtype", "unit_size")}
+    wanted = {key: identity[key] for key in settings}
+    rows = manifest.get("shard_rows")
+    if settings != wanted or json.loads(json.dumps(manifest.get("source"))) != json.loads(
+        json.dumps(identity["source"])
+    ) or not isinstance(rows, list):  # fmt: skip
+        raise FileExistsError(
+            f"`output`: {output} is damaged ({damage}) and was not built by this same command (another model, "
+            "source or settings); pass overwrite=True (--overwrite) to rebuild it."
+        )
+    logger.warning(f"{output} is damaged ({damage}); recomputing its damaged shards.")
+    prepare_work_dir(work_dir, identity)
+    skipped = read_skipped_by_unit(output)
+    for unit, count in enumerate(rows):
+        if read_unit_marker(work_dir, unit, identity["dtype"], identity["embedding_dim"]) is not None:
+            continue
+        if _unit_damage(output, unit, count, identity["dtype"], identity["embedding_dim"]) is not None:
+            continue
+        for path in (embeddings_shard_path, metadata_shard_path):
+            target = path(work_dir, unit)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.repair.tmp")
+            shutil.copyfile(path(output, unit), tmp)
+            os.replace(tmp, target)
+        with atomic_file(unit_marker_path(work_dir, unit), "w") as handle:
+            json.dump({"count": count, "skipped": skipped.get(unit, {})}, handle)
+
+
+def _build_locked(
+    model, source, output, work_dir, group, identity, unit_size, batch_size, num_workers, dtype, faiss,
+    memory_budget, faiss_kwargs, show_progress, description,
+) -> tuple[int, dict[str, str]]:  # fmt: skip
     if group.is_main:
         prepare_work_dir(work_dir, identity)
     group.barrier()
@@ -547,7 +451,7 @@ def build_index_folder(
     if len(counts) != 1:
         raise RuntimeError(f"The processes found different numbers of units in the source: {sorted(counts)}.")
     num_units = counts.pop()
-    records = [read_unit_marker(work_dir, unit) for unit in range(num_units)]
+    records = [read_unit_marker(work_dir, unit, dtype, model.embedding_dim) for unit in range(num_units)]
     missing = [unit for unit, record in enumerate(records) if record is None]
     if missing:
         raise RuntimeError(f"Units {missing[:10]} of {work_dir} were not written; run the same command again.")
@@ -558,25 +462,34 @@ def build_index_folder(
     skipped = {key: skipped[key] for key in sorted(skipped)}
     if count == 0:
         raise ValueError(f"`{source.kind}`: no readable image in {source.describe().get('root') or 'the source'}.")
-    faiss_info = _build_faiss(work_dir, group, faiss, num_units, memory_budget, faiss_kwargs) if faiss else None
-    if group.is_main:
-        with atomic_file(work_dir / SKIPPED_NAME, "wb") as handle:
-            pq.write_table(pa.table({"id": list(skipped), "reason": list(skipped.values())}), handle)
+    _on_main(group, _check_unique_ids, work_dir, num_units, source)
+    kind = resolve_index_kind(faiss, count)
+    faiss_info = None
+    if kind is not None:
+        table = ShardedEmbeddings.open(work_dir, num_units)
+        faiss_info = kind.build(table, work_dir, group, memory_budget, faiss_kwargs)
+
+    def publish() -> None:
+        found_in = {key: unit for unit, record in enumerate(records) for key in record.get("skipped", {})}
+        write_skipped(work_dir, skipped, found_in)
         root = source.root
-        manifest = {
-            "format": "hf-cir-index",
-            "version": INDEX_VERSION,
-            "model": model.name_or_path,
-            "model_type": model.model_type,
-            "embedding_dim": model.embedding_dim,
-            "fingerprint": identity["fingerprint"],
-            "dtype": dtype,
-            "count": count,
-            "num_shards": num_units,
-            "root": str(root) if root is not None else None,
-            "source": source.describe(),
-            "faiss": faiss_info,
-        }
+        manifest = make_manifest(
+            model=model.name_or_path,
+            model_type=model.model_type,
+            embedding_dim=model.embedding_dim,
+            fingerprint=identity["fingerprint"],
+            dtype=dtype,
+            count=count,
+            num_shards=num_units,
+            shard_rows=[record["count"] for record in records],
+            unit_size=unit_size,
+            root=str(root) if root is not None else None,
+            source=source.describe(),
+            faiss=faiss_info,
+        )
+        # What a reader will check, checked before anything is published: never an index that cannot be loaded.
+        validate_manifest(manifest, work_dir)
+        check_index_parts(work_dir, manifest)
         write_manifest(work_dir, manifest)
         for leftover in list(work_dir.glob(".*.tmp")) + list(work_dir.glob("*/.*.tmp")):
             leftover.unlink()  # temporary files of a killed run (ours)
@@ -585,5 +498,23 @@ def build_index_folder(
         _move_into_place(work_dir, output)
         shutil.rmtree(output / UNITS_DIR, ignore_errors=True)
         (output / BUILD_NAME).unlink(missing_ok=True)
-    group.barrier()
+
+    _on_main(group, publish)
     return computed, skipped
+
+
+def _on_main(group: ProcessGroup, function: Callable, *args) -> None:
+    """Run `function` on the main process only; an error it raises is raised on every process (none waits for a
+    main process that has stopped)."""
+    error = None
+    if group.is_main:
+        try:
+            function(*args)
+        except (OSError, ValueError) as raised:
+            error = raised
+    messages = group.gather(None if error is None else (type(error).__name__, str(error)))
+    if error is not None:
+        raise error
+    if messages[0] is not None:
+        name, message = messages[0]
+        raise (ValueError if name == "ValueError" else OSError)(message)  # the main process's error, here too

@@ -27,20 +27,33 @@ from safetensors.torch import load_file
 
 from ..utils import atomic_directory
 from ..utils.io import ArtefactKind, check_replaceable
-from .engine import BUILD_NAME, build_index_folder
+from ..utils.units import ProcessGroup, check_positive_integers
+from .engine import BUILD_NAME, build_index_folder, lock_path
+from .kinds import INDEX_KINDS, check_index_kind_options
 from .models import RetrievalModel
 from .search import ExactIndex, FaissIndex
 from .sources import GallerySource, as_gallery_source, list_image_files  # noqa: F401  (public here too)
-from .storage import MANIFEST_NAME, ShardedEmbeddings, ShardedMetadata, read_manifest, write_shard
+from .storage import (
+    INDEX_FORMAT,
+    MANIFEST_NAME,
+    SKIPPED_NAME,
+    STORAGE_DTYPES,
+    ShardedEmbeddings,
+    ShardedMetadata,
+    index_damage,
+    make_manifest,
+    read_manifest,
+    read_skipped,
+    write_manifest,
+    write_shard,
+    write_skipped,
+)
 from .validation import check_embedding_matrix, check_index_metadata, check_stored_paths, resolve_inside
 
 __all__ = ["INDEX_FOLDER", "GalleryIndex", "SearchHit", "list_image_files"]
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "hf-cir-index"
-INDEX_VERSION = 2
-FAISS_KINDS = ("flat", "ivf", "hnsw", "ivf-pq", "auto")
 # Up to this many bytes of stored embeddings, exact search loads them into RAM (faster); beyond, it scans the
 # memory-mapped shards block by block.
 IN_RAM_EXACT_BYTES = 2 << 30
@@ -56,7 +69,7 @@ INDEX_FOLDER_V2 = ArtefactKind(
     MANIFEST_NAME,
     lambda info: info.get("format") == INDEX_FORMAT,
     # `units` and the build record are left only by a build killed while tidying the moved folder (see the engine).
-    entries=("embeddings", "metadata", "skipped.parquet", "faiss.index", "faiss.json", "units", BUILD_NAME),
+    entries=("embeddings", "metadata", SKIPPED_NAME, "faiss.index", "faiss.json", "units", BUILD_NAME),
 )
 # A build's resumable shards (`INDEX.partial/`), removed when the build completes (format 1: shard files only).
 PARTIAL_FOLDER = ArtefactKind(
@@ -66,7 +79,7 @@ PARTIAL_FOLDER_V2 = ArtefactKind(
     "unfinished hf-cir index build",
     BUILD_NAME,
     lambda info: isinstance(info, dict) and "fingerprint" in info,
-    entries=("embeddings", "metadata", "units", "skipped.parquet", "faiss*", "manifest.json"),
+    entries=("embeddings", "metadata", "units", SKIPPED_NAME, "faiss*", MANIFEST_NAME),
 )
 
 
@@ -132,9 +145,7 @@ class GalleryIndex:
 
     @classmethod
     def _from_folder(cls, folder: Path, manifest: dict[str, Any]) -> GalleryIndex:
-        """An index over a v2 folder: nothing is read until asked for."""
-        import pyarrow.parquet as pq
-
+        """An index over a v2 folder (checked by `read_manifest`): nothing is read until asked for."""
         self = cls.__new__(cls)
         self._table = ShardedEmbeddings.open(folder, manifest["num_shards"])
         if len(self._table) != manifest["count"] or (
@@ -148,9 +159,7 @@ class GalleryIndex:
         self._paths = self._embeddings = self._normalized_rows = None
         self.root = Path(manifest["root"]) if manifest.get("root") else folder
         self.info = dict(manifest)
-        skipped_file = folder / "skipped.parquet"
-        skipped = pq.read_table(skipped_file).to_pydict() if skipped_file.is_file() else {"id": [], "reason": []}
-        self.skipped = dict(zip(skipped["id"], skipped["reason"]))
+        self.skipped = read_skipped(folder)
         self.location = folder
         self._backend = self._exact = None
         self.computed = 0
@@ -240,7 +249,9 @@ class GalleryIndex:
             show_progress: Show a progress bar.
             faiss: Also build a faiss index: `"flat"`, `"ivf"`, `"hnsw"`, `"ivf-pq"` (compressed, re-ranked
                 exactly) or `"auto"` (exact search up to 100k images, else `"ivf-pq"`).
-            overwrite: Replace an existing index at `output`.
+            overwrite: Replace an existing index at `output`. Without it, an existing index is refused unless it is
+                damaged and was built by this same call (model, source, `save_every`, `dtype`): then its damaged
+                shards are computed again and its intact ones kept.
             faiss_kwargs: Extra arguments of the faiss index (`"ivf-pq"`: `m`, the PQ sub-quantisers, and `nlist`, the
                 inverted lists; see `hf_cir.retrieval.compressed.plan_compressed_index`).
             num_workers: DataLoader workers that open and preprocess the images.
@@ -249,15 +260,22 @@ class GalleryIndex:
             source_kwargs: Options of the dataset source (`image_column`, `id_column`, `metadata_columns`, `split`).
         """
         output = Path(output)
-        if faiss is not None and faiss not in FAISS_KINDS:
-            raise ValueError(f"Unknown faiss index kind {faiss!r}; expected one of {', '.join(FAISS_KINDS)}.")
+        # Every argument is checked before anything is created (no `.partial` folder is left by a refused call).
+        check_positive_integers(batch_size=(batch_size, 1), save_every=(save_every, 1), num_workers=(num_workers, 0))
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"`dtype` must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}.")
+        check_index_kind_options(faiss, memory_budget)
+        if memory_budget is not None:
+            from .compressed import parse_memory_size
+
+            parse_memory_size(memory_budget)
         partial = output.with_name(output.name + ".partial")
         protected = {}
         if isinstance(source, (str, os.PathLike)) and not source_kwargs:
             if not Path(source).is_dir():
                 raise FileNotFoundError(f"`images`: {source} is not a folder.")
             protected = {"`images`": Path(source)}
-        if output.exists() and not overwrite:
+        if output.exists() and not overwrite and index_damage(output) is None:  # a damaged index is repaired
             raise FileExistsError(
                 f"`output`: {output} already exists; pass overwrite=True (--overwrite) to replace it."
             )
@@ -265,7 +283,7 @@ class GalleryIndex:
         check_replaceable(output, INDEX_FOLDER_V2 if (output / MANIFEST_NAME).exists() else INDEX_FOLDER, protected)
         _check_partial_folder(partial, protected)
         if isinstance(source, (str, os.PathLike)) and not source_kwargs:
-            source_kwargs = {"exclude": (output, partial)}
+            source_kwargs = {"exclude": (output, partial, lock_path(output))}
         gallery = as_gallery_source(source, **source_kwargs)
         computed, skipped = build_index_folder(
             model,
@@ -280,6 +298,7 @@ class GalleryIndex:
             faiss_kwargs=faiss_kwargs,
             show_progress=show_progress,
             description=f"Indexing {gallery.describe().get('root') or gallery.kind}",
+            overwrite=overwrite,
         )
         if skipped:
             listing = "\n".join(f"  {path}: {reason}" for path, reason in list(skipped.items())[:100])
@@ -301,9 +320,6 @@ class GalleryIndex:
     ) -> None:
         """Write the index folder (format v2) atomically; a faiss index of a kind in `info["faiss"]` is rebuilt."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from .storage import write_manifest
 
         path = Path(path)
         with atomic_directory(
@@ -314,6 +330,7 @@ class GalleryIndex:
         ) as tmp:
             ids = self.paths
             count = len(ids)
+            shard_rows = []
             for number, start in enumerate(range(0, count, shard_size)):
                 rows = range(start, min(start + shard_size, count))
                 embeddings = self.get_embeddings(rows)
@@ -327,35 +344,25 @@ class GalleryIndex:
                     }
                 )
                 write_shard(tmp, number, F.normalize(embeddings, dim=-1).numpy(), table, dtype)
-            with open(tmp / "skipped.parquet", "wb") as handle:
-                pq.write_table(pa.table({"id": list(self.skipped), "reason": list(self.skipped.values())}), handle)
+                shard_rows.append(len(rows))
+            write_skipped(tmp, self.skipped)
             kind = self.info.get("faiss")
             kind = kind.get("kind") if isinstance(kind, dict) else kind
             faiss_info = None
-            if kind in ("flat", "ivf", "hnsw"):
-                FaissIndex(self._normalized, kind=kind, **(faiss_kwargs or {})).save(tmp / "faiss.index")
-                faiss_info = {"kind": kind, "file": "faiss.index"}
-            elif kind:
-                from .compressed import CompressedIndex, plan_compressed_index
-
-                plan = plan_compressed_index(count, self.embedding_dim, **(faiss_kwargs or {}))
-                compressed = CompressedIndex.build(self._normalized, plan)
-                compressed.save(tmp / "faiss.index")
-                faiss_info = {"kind": kind, "file": "faiss.index"}
-            manifest = {
-                key: value for key, value in self.info.items() if key not in ("paths", "skipped", "num_shards")
-            }
-            manifest.update(
-                format=INDEX_FORMAT,
-                version=INDEX_VERSION,
+            if kind:
+                table = ShardedEmbeddings.open(tmp, len(shard_rows))
+                faiss_info = INDEX_KINDS[kind].build(table, tmp, ProcessGroup.single(), None, faiss_kwargs)
+            kept = {key: value for key, value in self.info.items() if key not in ("paths", "skipped", "num_shards")}
+            kept.update(
                 embedding_dim=self.embedding_dim,
                 dtype=dtype,
                 count=count,
-                num_shards=-(-count // shard_size),
+                num_shards=len(shard_rows),
+                shard_rows=shard_rows,
                 root=str(self.root),
                 faiss=faiss_info,
             )
-            write_manifest(tmp, manifest)
+            write_manifest(tmp, make_manifest(**kept))
         self.location = path
 
     @classmethod
@@ -435,18 +442,8 @@ class GalleryIndex:
         manifest = read_manifest(path)
         index = cls._from_folder(path, manifest)
         faiss_info = manifest.get("faiss")
-        if faiss_info:
-            faiss_path = path / faiss_info["file"]
-            if not faiss_path.is_file():
-                raise FileNotFoundError(
-                    f"`index`: {path} says it has a faiss index but {faiss_info['file']} is missing."
-                )
-            if faiss_info["kind"] == "ivf-pq":
-                from .compressed import CompressedIndex
-
-                index._backend = CompressedIndex.load(faiss_path, index._table)
-            else:
-                index._backend = FaissIndex.load(faiss_path)
+        if faiss_info:  # its file was checked by `read_manifest`; the kind checks that it fits the embeddings
+            index._backend = INDEX_KINDS[faiss_info["kind"]].load(path / faiss_info["file"], index._table)
         return index
 
     # -- searching -------------------------------------------------------------------------------------------------
@@ -487,6 +484,10 @@ class GalleryIndex:
             return None
         return relative if relative in self._positions() else None
 
+    def position(self, path: str) -> int | None:
+        """The row of the stored image `path` (its id), or `None` when the index does not hold it."""
+        return self._positions().get(path)
+
     def _positions(self) -> dict[str, int]:
         if getattr(self, "_position_of", None) is None:
             self._position_of = {image: row for row, image in enumerate(self.paths)}
@@ -507,10 +508,14 @@ class GalleryIndex:
             exact: Force exact search even when the index has a faiss index (default: use faiss when present).
             exclude: Per query, a stored path to leave out of its results (its reference image, say), or `None`.
         """
-        if k < 1:
-            raise ValueError(f"`top_k` must be at least 1, got {k}.")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`top_k` must be an integer >= 1, got {k!r}.")
+        if not isinstance(query_embeds, torch.Tensor) or not query_embeds.is_floating_point():
+            raise ValueError(f"`query_embeds` must be a floating-point tensor, got {type(query_embeds).__name__}.")
         if query_embeds.ndim == 1:
             query_embeds = query_embeds.unsqueeze(0)
+        if query_embeds.ndim != 2 or query_embeds.shape[0] == 0:
+            raise ValueError(f"`query_embeds` must have shape [B, D] with B >= 1, got {tuple(query_embeds.shape)}.")
         if query_embeds.shape[-1] != self.embedding_dim:
             raise ValueError(
                 f"Query embeddings have size {query_embeds.shape[-1]}, the index holds {self.embedding_dim}-d embeddings."
@@ -561,7 +566,9 @@ class GalleryIndex:
         return torch.float16 if self.info.get("dtype") == "float16" else torch.float32
 
 
-def _stays_inside(relative: str) -> bool:
+def _stays_inside(relative: Any) -> bool:
+    if not isinstance(relative, str):
+        return False
     path = Path(relative)
     return not path.is_absolute() and ".." not in path.parts
 

@@ -24,14 +24,14 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..families import ModelFolder, method_spec, read_model_folder
+from ..families import check_method as _check_method
 from ..utils import load_image
 from .methods import BASELINE_METHODS, METHODS, REFERENCE_IMAGE_METHODS, TEXTUAL_INVERSION_METHODS
 
@@ -40,13 +40,13 @@ __all__ = [
     "METHODS",
     "REFERENCE_IMAGE_METHODS",
     "TEXTUAL_INVERSION_METHODS",
-    "CompoDiffRetrievalModel",
-    "LinCIRRetrievalModel",
     "RetrievalModel",
     "default_device",
     "detect_model_type",
     "detect_own_method",
+    "fingerprint_modules",
     "load_retrieval_model",
+    "pixel_values",
 ]
 
 
@@ -57,7 +57,7 @@ def default_device() -> torch.device:
     return PartialState().device
 
 
-def _fingerprint_modules(*parts: Any) -> str:
+def fingerprint_modules(*parts: Any) -> str:
     """A content hash of modules' parameters (names, shapes, sums) and of extra JSON-able settings."""
     digest = hashlib.sha256()
     for part in parts:
@@ -91,9 +91,6 @@ class RetrievalModel(ABC):
     model_type: ClassVar[str] = ""
     methods: ClassVar[tuple[str, ...]] = BASELINE_METHODS
     default_method: ClassVar[str] = "image"
-    # Keyword arguments that only some methods accept, to reject silently ignored input.
-    supports_masks: ClassVar[bool] = False
-    supports_negative_text: ClassVar[bool] = False
 
     def __init__(self, name_or_path: str, device: torch.device | str | None = None):
         self.name_or_path = str(name_or_path)
@@ -147,36 +144,47 @@ class RetrievalModel(ABC):
         return None
 
     def _check_texts(self, texts: list, name: str) -> None:
-        """Every text a non-empty string; words the tokenizer does not know are named in a warning."""
-        import warnings
-
-        from ..utils.tokenization import unknown_words
-
+        """Every text a non-empty string. (Words the tokenizer does not know are named in a warning by the processor
+        or pipeline that encodes them: `hf_cir.utils.tokenization.warn_unknown_words`.)"""
         for number, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"`{name}[{number}]` must be a string, got {type(text).__name__}.")
             if not text.strip():
                 raise ValueError(f"`{name}[{number}]` is empty; give the words of the query.")
-        if self.tokenizer is not None:
-            unknown = unknown_words(self.tokenizer, texts)
-            if unknown:
-                warnings.warn(
-                    f"{self.name_or_path}'s tokenizer does not know the word(s) {', '.join(map(repr, unknown))}: "
-                    "they are encoded as its unknown token.",
-                    stacklevel=3,
-                )
 
-    def check_method(self, method: str | None) -> str:
-        """Validate `method` for this model (`None` -> the model's own method) and return it."""
-        method = self.default_method if method is None else method
-        if method not in METHODS and method not in self.methods:
-            raise ValueError(f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}.")
-        if method not in self.methods:
+    def check_method(self, method: str | None, option: str = "Method") -> str:
+        """Validate `method` for this model (`None` -> the model's own method) and return it; `option` is how the
+        caller names the method in the error (e.g. `--method`)."""
+        return _check_method(self.methods, self.name_or_path, method, option)
+
+    @property
+    def supports_masks(self) -> bool:
+        """Whether the model's own method takes a mask (from the family registry)."""
+        return method_spec(self.default_method).mask
+
+    @property
+    def supports_negative_text(self) -> bool:
+        """Whether the model's own method takes a negative text (from the family registry)."""
+        return method_spec(self.default_method).negative_text
+
+    def enable_text_cache(self, size: int) -> None:  # noqa: B027 (optional: most models have nothing to cache)
+        """Keep the encodings of up to `size` texts (models whose text side is expensive); a model that already has
+        a cache keeps its own. Default: nothing to cache."""
+
+    def settings(self) -> dict[str, Any]:
+        """The per-query settings of the model's own method and their current values (e.g. CompoDiff's sampling
+        settings and seed); empty when it has none."""
+        return {}
+
+    def with_settings(self, settings: dict[str, Any]) -> RetrievalModel:
+        """A model sharing this one's weights with other per-query `settings` (keys of [`settings`]); this model is
+        unchanged."""
+        unknown = sorted(key for key, value in settings.items() if value is not None and key not in self.settings())
+        if unknown:
             raise ValueError(
-                f"Method {method!r} needs a {method if method not in BASELINE_METHODS else ''} model, but "
-                f"{self.name_or_path} is a {self.default_method} model; it supports: {', '.join(self.methods)}."
+                f"Unknown setting(s) {unknown} for {self.name_or_path}; expected some of {sorted(self.settings())}."
             )
-        return method
+        return self
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
@@ -213,8 +221,9 @@ class RetrievalModel(ABC):
             mask_images: CompoDiff's masks, one per query (needs `images`).
         """
         method = self.check_method(method)
+        spec = method_spec(method)
         texts = list(texts)
-        if method != "image":
+        if spec.text != "refused":
             self._check_texts(texts, "texts")
         if negative_texts is not None:
             self._check_texts(list(negative_texts), "negative_texts")
@@ -232,18 +241,23 @@ class RetrievalModel(ABC):
             )
         if image_embeds is not None and not bool(torch.isfinite(image_embeds).all()):
             raise ValueError("`image_embeds` hold non-finite values (NaN or infinity).")
-        for name, value, allowed in (
-            ("negative texts", negative_texts, self.supports_negative_text and method == "compodiff"),
-            ("masks", mask_images, self.supports_masks and method == "compodiff"),
-        ):
-            if value is not None and not allowed:
-                raise ValueError(f"Method {method!r} of this {self.model_type} model does not take {name}.")
-        if mask_images is not None and images is None:
-            raise ValueError("A mask needs the reference image itself (`images`), not a cached embedding.")
-        own_composed = self.model_type == "lincir" and method == self.default_method
-        needs_image = method in REFERENCE_IMAGE_METHODS or own_composed
-        if needs_image and images is None and image_embeds is None:
-            raise ValueError(f"Method {method!r} needs a reference image.")
+        # The method's rules (hf_cir.families.MethodSpec), said with this function's argument names.
+        spec.check(
+            text=None if spec.text == "refused" else "given",
+            reference=images is not None or image_embeds is not None,
+            mask=mask_images is not None,
+            negative_text="given" if negative_texts is not None else None,
+            reference_image=images is not None,
+            names={
+                "reference": "a reference image (`images` or `image_embeds`)",
+                "mask": "`mask_images`",
+                "negative_text": "`negative_texts`",
+                "text": "`texts`",
+            },
+            label=f"Method {method!r}",
+        )
+        if not spec.uses_reference:
+            images = image_embeds = None
         if method in ("image", "sum") and image_embeds is None:
             image_embeds = self.encode_images(images)
         if method == "image":
@@ -262,297 +276,21 @@ class RetrievalModel(ABC):
         return self._compose(texts, images, embeds, negative_texts, mask_images).float().cpu()
 
 
-class LinCIRRetrievalModel(RetrievalModel):
-    """A [`LinCIRModel`] with its processor behind the retrieval interface.
-
-    Example:
-
-    ```python
-    >>> from hf_cir.retrieval import LinCIRRetrievalModel
-    >>> model = LinCIRRetrievalModel.from_pretrained("path/to/lincir-model")  # doctest: +SKIP
-    >>> LinCIRRetrievalModel.methods
-    ('lincir', 'image', 'text', 'sum')
-    ```
-    """
-
-    model_type = "lincir"
-    methods = ("lincir",) + BASELINE_METHODS
-    default_method = "lincir"
-
-    def __init__(self, model, processor, name_or_path: str = "", device: torch.device | str | None = None):
-        super().__init__(name_or_path or getattr(model, "name_or_path", ""), device)
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-        # A SEARLE or Pic2Word folder is a LinCIR-family model whose config names its method.
-        self.default_method = model.config.method_name
-        self.methods = (self.default_method,) + BASELINE_METHODS
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> LinCIRRetrievalModel:
-        from ..models.lincir import LinCIRModel, LinCIRProcessor
-
-        model = LinCIRModel.from_pretrained(name_or_path, dtype=dtype)
-        processor = LinCIRProcessor.from_pretrained(name_or_path)
-        return cls(model, processor, str(name_or_path), device)
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.model.config.projection_dim)
-
-    def _encode_images(self, images):
-        return self._encode_pixels(self.processor(images=images, return_tensors="pt")["pixel_values"])
-
-    def _encode_pixels(self, pixel_values):
-        return self.model.get_image_features(pixel_values.to(self.device), return_dict=True).pooler_output
-
-    def image_preprocessor(self):
-        return partial(_pixel_values, self.processor.image_processor)
-
-    @torch.no_grad()
-    def encode_pixel_values(self, pixel_values):
-        self.encode_image_calls += 1
-        return self._encode_pixels(pixel_values).float().cpu()
-
-    def _tokenize(self, texts: list[str], compose: bool):
-        encoding = self.processor(text=texts, compose=compose, return_tensors="pt")
-        return encoding["input_ids"].to(self.device), encoding["attention_mask"].to(self.device)
-
-    def _encode_texts(self, texts):
-        input_ids, attention_mask = self._tokenize(texts, compose=False)
-        return self.model.get_text_features(input_ids, attention_mask=attention_mask, return_dict=True).pooler_output
-
-    def _compose(self, texts, images, image_embeds, negative_texts, mask_images):
-        if image_embeds is None:
-            image_embeds = self._encode_images(images)
-        input_ids, attention_mask = self._tokenize(texts, compose=True)
-        composed = self.model.get_composed_features(
-            input_ids, image_embeds=image_embeds, attention_mask=attention_mask, return_dict=True
-        )
-        return composed.pooler_output
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
-
-    def gallery_fingerprint(self) -> str:
-        return _fingerprint_modules(
-            "lincir", self.model.vision_model, self.processor.image_processor.to_dict(), str(self.model.dtype)
-        )
-
-
-class CompoDiffRetrievalModel(RetrievalModel):
-    """A [`CompoDiffPipeline`] behind the retrieval interface.
-
-    Sampling settings (`num_inference_steps`, guidance scales, samples per prompt, seed) are fixed per instance so
-    that queries are reproducible: every call draws its noise from a generator seeded with `seed`. The noise of a
-    query therefore depends on its position in the batch; the same batch gives the same embeddings.
-
-    Speed settings, applied to the pipeline once: `preset` (a name of `SAMPLING_PRESETS`, e.g. `"interactive"`),
-    `scheduler` (a class name among the scheduler's own and its `compatibles`), `precision` of the text encoder and
-    the prior (`"float16"`, `"bfloat16"`, `"int8"`; see `CompoDiffPipeline.set_precision`) and `text_cache_size`
-    (texts kept by the pipeline's text-encoding cache; 0: no cache). Explicit settings override the preset's.
-
-    Example:
-
-    ```python
-    >>> from hf_cir.retrieval import CompoDiffRetrievalModel
-    >>> model = CompoDiffRetrievalModel.from_pretrained("path/to/compodiff-pipeline")  # doctest: +SKIP
-    >>> CompoDiffRetrievalModel.methods
-    ('compodiff', 'image', 'text', 'sum')
-    ```
-    """
-
-    model_type = "compodiff"
-    methods = ("compodiff",) + BASELINE_METHODS
-    default_method = "compodiff"
-    supports_masks = True
-    supports_negative_text = True
-
-    def __init__(
-        self,
-        pipeline,
-        name_or_path: str = "",
-        device: torch.device | str | None = None,
-        seed: int = 0,
-        preset: str | None = None,
-        scheduler: str | None = None,
-        precision: str | None = None,
-        text_cache_size: int = 0,
-        **sampling_kwargs,
-    ):
-        super().__init__(name_or_path or getattr(pipeline, "name_or_path", ""), device)
-        self.pipeline = pipeline.to(self.device)
-        self.pipeline.set_progress_bar_config(disable=True)
-        if preset is not None:
-            self.pipeline.apply_preset(preset)
-        if scheduler is not None:
-            self.pipeline.set_scheduler(scheduler)
-        if precision is not None:
-            self.pipeline.set_precision(precision)
-        if text_cache_size:
-            self.pipeline.enable_text_encoding_cache(text_cache_size)
-        self.seed = seed
-        self.sampling_kwargs = sampling_kwargs
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        **kwargs,
-    ) -> CompoDiffRetrievalModel:
-        from ..pipelines.compodiff import CompoDiffPipeline
-
-        pipeline = CompoDiffPipeline.from_pretrained(name_or_path, dtype=dtype)
-        return cls(pipeline, str(name_or_path), device, **kwargs)
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.pipeline.image_encoder.config.projection_dim)
-
-    def _generator(self) -> torch.Generator:
-        return torch.Generator(device="cpu").manual_seed(self.seed)
-
-    def _encode_images(self, images):
-        return self.pipeline.encode_image(images)
-
-    def image_preprocessor(self):
-        return partial(_pixel_values, self.pipeline.image_processor)
-
-    @torch.no_grad()
-    def encode_pixel_values(self, pixel_values):
-        self.encode_image_calls += 1
-        return self.pipeline.encode_image(pixel_values).float().cpu()
-
-    def _sample(self, texts, images=None, image_embeds=None, negative_texts=None, mask_images=None):
-        kwargs = dict(self.sampling_kwargs)
-        if negative_texts is not None:
-            kwargs["negative_prompt"] = negative_texts
-        if mask_images is not None:
-            masks = [_open_mask(mask, index) for index, mask in enumerate(mask_images)]
-            kwargs["mask_image"] = masks if len(masks) > 1 else masks[0]
-        if images is not None:
-            kwargs["image"] = images
-        if image_embeds is not None:
-            kwargs["image_embeds"] = image_embeds
-        return self.pipeline(texts, generator=self._generator(), output_type="pt", **kwargs).image_embeds
-
-    def _encode_texts(self, texts):
-        return self._sample(texts)
-
-    def _compose(self, texts, images, image_embeds, negative_texts, mask_images):
-        return self._sample(texts, images, image_embeds, negative_texts, mask_images)
-
-    @property
-    def tokenizer(self):
-        return self.pipeline.tokenizer
-
-    def gallery_fingerprint(self) -> str:
-        processor = self.pipeline.image_processor
-        settings = processor.to_dict() if hasattr(processor, "to_dict") else repr(processor)
-        return _fingerprint_modules("compodiff", self.pipeline.image_encoder, settings, str(self.pipeline.dtype))
-
-
-def _pixel_values(image_processor, images: list[Image.Image]) -> torch.Tensor:
-    """Pixel values of RGB images (a module-level function, so that DataLoader workers can receive it)."""
-    return image_processor(images=images, return_tensors="pt")["pixel_values"]
-
-
-def _open_mask(mask: Any, index: int) -> Any:
-    """Mask files are opened as single-channel images (white = the region the text may change)."""
-    if isinstance(mask, (str, os.PathLike)):
-        return load_image(mask, name=f"mask_images[{index}]").convert("L")
-    if isinstance(mask, Image.Image) and mask.mode not in ("L", "1"):
-        return load_image(mask).convert("L")
-    return mask
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read {path}: {error}") from error
-    return data if isinstance(data, dict) else {}
-
-
-def _model_files(name_or_path: str | os.PathLike) -> dict[str, Path]:
-    """The `model_index.json` / `config.json` of a model folder or Hub repository (those that exist)."""
-    path = Path(name_or_path)
-    files: dict[str, Path] = {}
-    if path.is_dir():
-        for name in ("model_index.json", "config.json"):
-            if (path / name).is_file():
-                files[name] = path / name
-    elif path.exists() or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1:
-        raise FileNotFoundError(f"Model {name_or_path}: no such folder.")
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
-
-        errors = []
-        for name in ("model_index.json", "config.json"):
-            try:
-                files[name] = Path(hf_hub_download(str(name_or_path), name))
-                break
-            except RemoteEntryNotFoundError:  # the repository exists but has no such file
-                continue
-            except LocalEntryNotFoundError as error:  # offline and not cached
-                errors.append(f"{name}: not in the local cache and the Hub is unreachable ({error})")
-            except Exception as error:  # offline, unknown repo, gated, ...
-                errors.append(f"{name}: {type(error).__name__}: {error}")
-        if not files and errors:
-            raise OSError(
-                f"Model {name_or_path!r} is not a local folder and could not be read from the Hub: "
-                + "; ".join(errors)
-            )
-    return files
-
-
 def detect_model_type(name_or_path: str | os.PathLike) -> str:
-    """`"lincir"` or `"compodiff"`, read from a model folder's files or a Hub repository's.
-
-    A LinCIR folder has a `config.json` with `"model_type": "lincir"`; a CompoDiff folder has a `model_index.json`
-    whose `_class_name` is `"CompoDiffPipeline"`.
+    """The model family of a folder or Hub repository (`"lincir"`, `"compodiff"`, ...), read from its files by the
+    family registry ([`hf_cir.families.read_model_folder`]).
 
     Example:
 
     ```python
     >>> from hf_cir.retrieval import detect_model_type
-    >>> detect_model_type("path/to/lincir-model")  # doctest: +SKIP
+    >>> from hf_cir.toy import toy_checkpoint
+    >>> detect_model_type(toy_checkpoint("lincir"))
     'lincir'
+
     ```
     """
-    files = _model_files(name_or_path)
-    if "model_index.json" in files:
-        class_name = _read_json(files["model_index.json"]).get("_class_name")
-        if isinstance(class_name, list) and len(class_name) == 2:  # [module, class] of a custom-pipeline folder
-            class_name = class_name[1]
-        if class_name == "CompoDiffPipeline":
-            return "compodiff"
-        raise ValueError(
-            f"Model {name_or_path}: model_index.json names the pipeline {class_name!r}; hf-cir runs "
-            "'CompoDiffPipeline' pipelines and LinCIR models."
-        )
-    if "config.json" in files:
-        model_type = _read_json(files["config.json"]).get("model_type")
-        if model_type == "lincir":
-            return "lincir"
-        raise ValueError(
-            f"Model {name_or_path}: config.json has model_type {model_type!r}; hf-cir runs LinCIR models "
-            "(model_type 'lincir') and CompoDiff pipelines. A plain CLIP checkpoint becomes a LinCIR model with "
-            "`LinCIRModel.from_clip`."
-        )
-    raise ValueError(
-        f"Model {name_or_path}: neither a LinCIR model (config.json with model_type 'lincir') nor a CompoDiff "
-        "pipeline (model_index.json with _class_name 'CompoDiffPipeline')."
-    )
+    return read_model_folder(name_or_path).family.name
 
 
 def detect_own_method(name_or_path: str | os.PathLike) -> str:
@@ -569,24 +307,23 @@ def detect_own_method(name_or_path: str | os.PathLike) -> str:
 
     ```
     """
-    if detect_model_type(name_or_path) == "compodiff":
-        return "compodiff"
-    return _read_json(_model_files(name_or_path)["config.json"]).get("method_name", "lincir")
+    return read_model_folder(name_or_path).method
 
 
 def load_retrieval_model(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike | ModelFolder,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     **kwargs,
 ) -> RetrievalModel:
-    """Load a LinCIR model or a CompoDiff pipeline (detected from its files) behind the retrieval interface.
+    """Load a model folder of any registered family (detected from its files) behind the retrieval interface.
 
     Args:
-        name_or_path: A local folder or a Hub id.
+        name_or_path: A local folder or a Hub id, or a [`ModelFolder`] already read.
         device: Where to run; by default the device accelerate selects.
         dtype: Weights' dtype.
-        kwargs: CompoDiff sampling settings (`num_inference_steps`, `guidance_scale`, `seed`, ...).
+        kwargs: The family's settings (its `sampling_options`: CompoDiff's `num_inference_steps`, `guidance_scale`,
+            `seed`, ...).
 
     Example:
 
@@ -597,9 +334,26 @@ def load_retrieval_model(
     'compodiff'
     ```
     """
-    model_type = detect_model_type(name_or_path)
-    if model_type == "lincir":
-        if kwargs:
-            raise ValueError(f"LinCIR models take no sampling settings; got {sorted(kwargs)}.")
-        return LinCIRRetrievalModel.from_pretrained(name_or_path, device=device, dtype=dtype)
-    return CompoDiffRetrievalModel.from_pretrained(name_or_path, device=device, dtype=dtype, **kwargs)
+    folder = name_or_path if isinstance(name_or_path, ModelFolder) else read_model_folder(name_or_path)
+    family = folder.family
+    unknown = sorted(set(kwargs) - set(family.sampling_options))
+    if unknown:
+        takes = f"only {', '.join(family.sampling_options)}" if family.sampling_options else "no sampling settings"
+        raise ValueError(f"{family.title} models take {takes}; got {unknown}.")
+    adapter = family.load("retrieval_model")
+    return adapter.from_pretrained(folder.name_or_path, device=device, dtype=dtype, **kwargs)
+
+
+def pixel_values(image_processor, images: list[Image.Image]) -> torch.Tensor:
+    """Pixel values of RGB images (a module-level function, so that DataLoader workers can receive it)."""
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def __getattr__(name: str):
+    # The adapters moved to `hf_cir.retrieval.adapters`; their old import path keeps working.
+    if name in ("LinCIRRetrievalModel", "CompoDiffRetrievalModel"):
+        import importlib
+
+        module = importlib.import_module(f".adapters.{name[: -len('RetrievalModel')].lower()}", __package__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

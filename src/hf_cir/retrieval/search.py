@@ -29,15 +29,12 @@ import torch
 
 from ..utils import atomic_file
 
-__all__ = ["ExactIndex", "FaissIndex", "is_faiss_available", "top_k_lowest_index"]
+__all__ = ["ExactIndex", "FaissIndex", "import_faiss", "is_faiss_available", "top_k_lowest_index"]
 
-_EXACT_FORMAT = "hf-cir-exact-index"
 _FAISS_MAGIC = b"HFCIRFAISS1\n"
 _FORMAT_VERSION = 1
 
 _SUPPORTED_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-_DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
 # Below this many queries a CPU float32 scan is bound by memory bandwidth, and torch's single-threaded matrix-vector
 # kernel leaves the other cores idle: the chunks are then spread over a thread pool (torch releases the GIL).
@@ -124,8 +121,8 @@ def _check_queries(queries: Any, dim: int, k: int, ntotal: int) -> torch.Tensor:
     queries = _as_tensor(queries, "queries")
     if queries.ndim == 1:
         queries = queries.unsqueeze(0)
-    if queries.ndim != 2:
-        raise ValueError(f"`queries` must have shape [B, D], got shape {tuple(queries.shape)}.")
+    if queries.ndim != 2 or queries.shape[0] == 0:
+        raise ValueError(f"`queries` must have shape [B, D] with B >= 1, got shape {tuple(queries.shape)}.")
     if queries.shape[1] != dim:
         raise ValueError(
             f"`queries` have dimension {queries.shape[1]}, but the index holds {dim}-dimensional embeddings: "
@@ -302,76 +299,14 @@ class ExactIndex:
             return values, indices
         return top_k_lowest_index(values, k, indices)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the index to one safetensors file, atomically (a reader never sees a half-written file).
 
-        Example:
-
-        ```python
-        >>> import tempfile, os, torch
-        >>> from hf_cir.retrieval.search import ExactIndex
-        >>> index = ExactIndex(torch.randn(10, 4), dtype=torch.float16)
-        >>> path = os.path.join(tempfile.mkdtemp(), "gallery.safetensors")
-        >>> index.save(path)
-        >>> ExactIndex.load(path).dtype
-        torch.float16
-
-        ```
-        """
-        metadata = {
-            "format": _EXACT_FORMAT,
-            "format_version": str(_FORMAT_VERSION),
-            "dtype": _DTYPE_NAMES[self.dtype],
-        }
-        if self.chunk_size is not None:
-            metadata["chunk_size"] = str(self.chunk_size)
-        with atomic_file(path, "wb") as handle:
-            _write_safetensors(handle, "embeddings", self.embeddings, metadata)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> ExactIndex:
-        """Read an index written by [`ExactIndex.save`]; a missing or foreign file is a clear error."""
-        from safetensors import SafetensorError, safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Exact index file {path} does not exist.")
-        try:
-            with safe_open(str(path), framework="pt", device=str(device)) as handle:
-                metadata = handle.metadata() or {}
-                if metadata.get("format") != _EXACT_FORMAT:
-                    raise ValueError(f"{path} is not an hf-cir exact index (no `format: {_EXACT_FORMAT}` metadata).")
-                if int(metadata.get("format_version", 0)) > _FORMAT_VERSION:
-                    raise ValueError(
-                        f"{path} has format version {metadata['format_version']}; this hf-cir reads up to "
-                        f"{_FORMAT_VERSION}."
-                    )
-                embeddings = handle.get_tensor("embeddings")
-        except (SafetensorError, OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"Exact index file {path} is corrupt or not a safetensors file ({error}).") from error
-        index = cls.__new__(cls)
-        index.embeddings = embeddings.contiguous()
-        index.chunk_size = int(metadata["chunk_size"]) if "chunk_size" in metadata else None
-        return index
-
-
-def _write_safetensors(handle, name: str, tensor: torch.Tensor, metadata: dict[str, str]) -> None:
-    """Stream one tensor in the safetensors format without building the whole file in memory."""
-    tensor = tensor.detach().contiguous().cpu()
-    nbytes = tensor.numel() * tensor.element_size()
-    header = {
-        "__metadata__": metadata,
-        name: {"dtype": _SUPPORTED_DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [0, nbytes]},
-    }
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
-    handle.write(struct.pack("<Q", len(encoded)))
-    handle.write(encoded)
-    raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
-    array = raw.numpy().reshape(-1)
-    step = max(1, (64 << 20) // tensor.element_size())
-    for start in range(0, array.size, step):
-        handle.write(memoryview(array[start : start + step]).cast("B"))
+def write_faiss_index(index, path: str | os.PathLike) -> None:
+    """`faiss.write_index` streamed through [`atomic_file`]: never half-written, and a full disk is named as such."""
+    faiss = import_faiss()
+    with atomic_file(path, "wb") as handle:
+        writer = faiss.PyCallbackIOWriter(handle.write)
+        faiss.write_index(index, writer)
+        del writer  # flushes what faiss buffered into `handle`
 
 
 def is_faiss_available() -> bool:
@@ -383,13 +318,15 @@ def is_faiss_available() -> bool:
     return True
 
 
-def _import_faiss():
+def import_faiss():
+    """The `faiss` module, or an `ImportError` that says how to install it (every faiss index of hf-cir imports it
+    here: `FaissIndex`, the compressed indexes of `hf_cir.retrieval.compressed`)."""
     try:
         import faiss
     except ImportError as error:
         raise ImportError(
-            "FaissIndex needs faiss: `pip install hf-cir[faiss]` (or `pip install faiss-cpu`). ExactIndex needs no "
-            "extra dependency."
+            "Faiss indexes need faiss: `pip install hf-cir[faiss]` (or `hf-cir[scale]`, or `pip install faiss-cpu`); "
+            "exact search needs no extra dependency."
         ) from error
     return faiss
 
@@ -443,7 +380,7 @@ class FaissIndex:
         ef_search: int = 128,
         seed: int = 0,
     ) -> None:
-        faiss = _import_faiss()
+        faiss = import_faiss()
         if kind not in self.KINDS:
             raise ValueError(f"`kind` must be one of {', '.join(map(repr, self.KINDS))}, got {kind!r}.")
         for name, value in (("nlist", nlist), ("nprobe", nprobe), ("train_size", train_size)):
@@ -571,14 +508,8 @@ class FaissIndex:
 
         ```
         """
-        faiss = _import_faiss()
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            faiss.write_index(self.index, str(tmp))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_faiss_index(self.index, path)
         with atomic_file(path.with_suffix(".json"), "w") as handle:
             json.dump({"kind": self.kind, "format_version": _FORMAT_VERSION, "ntotal": self.ntotal}, handle)
 
@@ -586,7 +517,7 @@ class FaissIndex:
     def load(cls, path: str | os.PathLike) -> FaissIndex:
         """Read an index written by [`FaissIndex.save`] (or by hf-cir 0.1, whose files carried their own header);
         a missing, foreign or corrupt file is a clear error."""
-        faiss = _import_faiss()
+        faiss = import_faiss()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Faiss index file {path} does not exist.")
@@ -614,7 +545,7 @@ class FaissIndex:
 
     @classmethod
     def _load_legacy(cls, path: Path) -> FaissIndex:
-        faiss = _import_faiss()
+        faiss = import_faiss()
         raw = path.read_bytes()
         offset = len(_FAISS_MAGIC)
         (length,) = struct.unpack("<Q", raw[offset : offset + 8])

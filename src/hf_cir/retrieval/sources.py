@@ -23,6 +23,7 @@ workers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from ..utils import IMAGE_EXTENSIONS, load_image
+from .validation import check_gallery_id, resolve_inside
 
 __all__ = [
     "DatasetSource",
@@ -80,7 +82,11 @@ class GallerySource(ABC):
 
     @abstractmethod
     def entries(self, unit: int, unit_size: int) -> list[GalleryEntry]:
-        """The images of `unit`, in order."""
+        """The images of `unit`, in order; every id has passed [`check_gallery_id`]."""
+
+    def unit_name(self, unit: int) -> str:
+        """How messages name `unit` (a webdataset unit is its tar file)."""
+        return f"unit {unit}"
 
     def iter_units(self, unit_size: int, wanted) -> Iterator[tuple[int, list[GalleryEntry] | None]]:
         """Every unit in order as `(unit, entries)`, with `entries=None` where `wanted(unit)` is false."""
@@ -172,30 +178,75 @@ def load_image_dataset(source: Any, split: str = "train", cache_dir: str | None 
     files = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     paths = [Path(f) for f in files]
     options = {"split": split, "cache_dir": cache_dir, "streaming": streaming}
+    name = ", ".join(map(str, files))
     if len(paths) == 1 and paths[0].is_dir():
         path = paths[0]
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-            loaded = load_image_dataset(datasets.load_from_disk(str(path)), split)
+            with reading_dataset(name):
+                loaded = load_image_dataset(datasets.load_from_disk(str(path)), split)
             return loaded.to_iterable_dataset() if streaming else loaded
-        return datasets.load_dataset(str(path), **options)
+        with reading_dataset(name):
+            return datasets.load_dataset(str(path), **options)
     if all(p.is_file() for p in paths):
         builders = {_DATA_FILE_BUILDERS.get(p.suffix.lower()) for p in paths}
         if None in builders or len(builders) != 1:
             raise ValueError(
                 f"`dataset`: files must all be one of {sorted(_DATA_FILE_BUILDERS)} (one kind); got {[str(p) for p in paths]}."
             )
-        return datasets.load_dataset(builders.pop(), data_files={split: [str(p) for p in paths]}, **options)
+        _check_data_files_have_rows(paths)
+        with reading_dataset(name):
+            return datasets.load_dataset(builders.pop(), data_files={split: [str(p) for p in paths]}, **options)
     missing = [str(p) for p in paths if not p.exists()]
     if len(files) == 1 and not str(files[0]).startswith((".", "/", "~")) and str(files[0]).count("/") <= 1:
-        return datasets.load_dataset(str(files[0]), **options)
+        with reading_dataset(name):
+            return datasets.load_dataset(str(files[0]), **options)
     raise FileNotFoundError(f"`dataset`: no such file or folder: {', '.join(missing)}.")
+
+
+def _check_data_files_have_rows(paths: list[Path]) -> None:
+    """An empty data file (0 bytes, or a Parquet file of 0 rows) is refused before `datasets` sees it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = []
+    for path in paths:
+        if path.stat().st_size == 0:
+            empty.append(path)
+        elif path.suffix.lower() == ".parquet":
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except (OSError, pa.ArrowException) as error:
+                raise ValueError(f"`dataset`: {path} is not a readable Parquet file ({error}).") from error
+            if rows == 0:
+                empty.append(path)
+    if len(empty) == len(paths):
+        raise ValueError(f"`dataset`: {', '.join(map(str, empty))} has no rows.")
+
+
+@contextlib.contextmanager
+def reading_dataset(name: str) -> Iterator[None]:
+    """Turn what `datasets` / pyarrow raise on unreadable or empty data into one `ValueError` naming `name`."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        yield
+    except (ValueError, StopIteration, pa.ArrowException, datasets.exceptions.DatasetGenerationError) as error:
+        if isinstance(error, ValueError) and str(error).startswith("`"):
+            raise  # already one of ours, naming the argument
+        cause = error.__cause__ or error.__context__ or error
+        text = str(error) if str(error) else type(error).__name__
+        if "corresponds to no data" in text or isinstance(error, StopIteration) or "BatchSize must be" in str(cause):
+            raise ValueError(f"`dataset`: {name} has no rows.") from error
+        detail = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
+        raise ValueError(f"`dataset`: {name} could not be read as a dataset ({detail}).") from error
 
 
 class DatasetSource(GallerySource):
     """The rows of a `datasets.Dataset` with an image column (an `Image` feature, or paths / `{"bytes", "path"}`).
 
     A stream (a `datasets.IterableDataset`, or `streaming=True`) is cut into units of `unit_size` consecutive rows
-    as it is read; its number of units is known once it has been read through (see `hf_cir.retrieval.engine`).
+    as it is read; its number of units is known once it has been read through (see `hf_cir.utils.units`).
 
     Args:
         dataset: A dataset, or anything [`load_image_dataset`] loads.
@@ -232,7 +283,10 @@ class DatasetSource(GallerySource):
         loaded = load_image_dataset(dataset, split=split, cache_dir=cache_dir, streaming=streaming)
         self.streaming = isinstance(loaded, datasets.IterableDataset)
         if self.streaming and loaded.features is None:  # e.g. JSON lines: the first rows tell
-            loaded = loaded._resolve_features()
+            with reading_dataset(self.origin or "the stream"):
+                loaded = loaded._resolve_features()
+        if not self.streaming and loaded.num_rows == 0:
+            raise ValueError(f"`dataset`: {self.origin or 'the dataset'} has no rows.")
         features = loaded.features
         if image_column is None:
             image_column = next((n for n, f in features.items() if isinstance(f, datasets.Image)), None)
@@ -261,11 +315,34 @@ class DatasetSource(GallerySource):
         self.image_column = image_column
         self.id_column = id_column
         self.metadata_columns = [c for c in metadata_columns if c not in ("id", "norm", "row", "path")]
-        local = Path(self.origin) if self.origin and Path(self.origin).exists() else None
-        self._root = (
-            Path(image_root).resolve() if image_root is not None else local if local and local.is_dir() else None
-        )
-        self._first_row = self._first_row_digest() if self.streaming else None
+        self._root = Path(image_root).resolve() if image_root is not None else _data_folder(dataset)
+        if self.streaming:
+            with reading_dataset(self.origin or "the stream"):
+                self._first_row = self._first_row_digest()
+        else:
+            self._first_row = None
+            if id_column is not None:
+                self._check_unique_ids()
+
+    def _check_unique_ids(self) -> None:
+        """Every id of a dataset (not a stream) is checked before anything is embedded."""
+        seen: dict[str, int] = {}
+        for row, value in enumerate(self.dataset.select_columns([self.id_column])[self.id_column]):
+            identifier = self._identifier(row, value)
+            if identifier in seen:
+                raise ValueError(
+                    f"`id_column`: {self.id_column!r} repeats the id {identifier!r} (rows {seen[identifier]} and "
+                    f"{row}); ids must be unique."
+                )
+            seen[identifier] = row
+
+    def _identifier(self, row: int, value: Any) -> str:
+        if self.id_column is None:
+            return str(row)
+        where = f"`dataset` row {row}, column {self.id_column!r}"
+        if value is None or isinstance(value, (bytes, dict, list)):
+            raise ValueError(f"{where}: an id must be a string or a number, got {value!r}.")
+        return check_gallery_id(str(value), where)
 
     def _first_row_digest(self) -> str:
         """A digest of the stream's first image (part of a stream's identity, since a stream has no fingerprint:
@@ -330,7 +407,7 @@ class DatasetSource(GallerySource):
         path = image.get("path") if isinstance(image, dict) else image
         metadata = {"row": row, "path": self._relative(path)}
         metadata.update({c: values[c] for c in self.metadata_columns})
-        identifier = str(values[self.id_column]) if self.id_column else str(row)
+        identifier = self._identifier(row, values[self.id_column] if self.id_column else None)
         return GalleryEntry(identifier, payload, metadata)
 
     def entries(self, unit: int, unit_size: int) -> list[GalleryEntry]:
@@ -370,8 +447,11 @@ class DatasetSource(GallerySource):
             value = value.get("path")
         if not isinstance(value, str):
             raise ValueError(f"{name}: no image (got {type(value).__name__}).")
-        if not os.path.isabs(value) and self._root is not None:
-            value = str(self._root / value)
+        if not os.path.isabs(value):
+            if self._root is None:
+                raise ValueError(f"{name}: the relative image path {value!r} has no folder to start from.")
+            # A relative path starts from the data's own folder and must stay inside it.
+            value = str(resolve_inside(self._root, Path(value).as_posix(), name))
         return load_image(value, name=name)
 
     def metadata_schema(self):
@@ -380,6 +460,16 @@ class DatasetSource(GallerySource):
 
         own = datasets.Features({c: self.dataset.features[c] for c in self.metadata_columns}).arrow_schema
         return pa.schema([("row", pa.int64()), ("path", pa.string()), *own])
+
+
+def _data_folder(dataset: Any) -> Path | None:
+    """The folder that relative image paths of a local dataset start from: the folder itself, or the folder of its
+    data files (their common folder when there are several), never the current directory."""
+    paths = [dataset] if isinstance(dataset, (str, os.PathLike)) else dataset if isinstance(dataset, list) else None
+    if not paths or not all(isinstance(path, (str, os.PathLike)) and Path(path).exists() for path in paths):
+        return None
+    folders = [Path(path).resolve() if Path(path).is_dir() else Path(path).resolve().parent for path in paths]
+    return Path(os.path.commonpath([str(folder) for folder in folders]))
 
 
 def _local_file_stats(dataset: Any) -> list[list] | None:
@@ -467,16 +557,30 @@ class WebDatasetSource(GallerySource):
     def num_units(self, unit_size: int) -> int:
         return len(self.shards)
 
+    def unit_name(self, unit: int) -> str:
+        return self.shards[unit].resolve().relative_to(self._root).as_posix()
+
     def entries(self, unit: int, unit_size: int) -> list[GalleryEntry]:
         shard = self.shards[unit]
-        relative = shard.resolve().relative_to(self._root).as_posix()
+        relative = self.unit_name(unit)
         samples: dict[str, dict[str, tarfile.TarInfo]] = {}
         try:
             with tarfile.open(shard, "r:*") as archive:
+                previous = None
                 for member in archive:
-                    if member.isfile():
-                        key, extension = _sample_key(member.name)
-                        samples.setdefault(key, {})[extension] = member
+                    if not member.isfile():
+                        continue
+                    key, extension = _sample_key(member.name)
+                    check_gallery_id(key, f"`webdataset`: {shard} member {member.name!r}")
+                    # A sample is a run of consecutive members with one key: the same key again later (or the same
+                    # member twice) would silently replace a sample, so it is refused.
+                    if key in samples and (key != previous or extension in samples[key]):
+                        raise ValueError(
+                            f"`webdataset`: {shard} repeats the sample key {key!r} (member {member.name!r}); keys "
+                            "must be unique within and across shards."
+                        )
+                    samples.setdefault(key, {})[extension] = member
+                    previous = key
                 texts = {
                     key: {ext: archive.extractfile(members[ext]).read() for ext in ("txt", "json") if ext in members}
                     for key, members in samples.items()
@@ -557,6 +661,7 @@ def list_image_files(root: str | os.PathLike, exclude: tuple[Path, ...] = ()) ->
     if not root.is_dir():
         raise FileNotFoundError(f"`images`: {root} is not a folder.")
     excluded = {path.resolve() for path in exclude}
+    excluded_names = {path.name for path in excluded}
     real_root = root.resolve()
     candidates: list[str] = []
     others: dict[str, str] = {}
@@ -577,8 +682,15 @@ def list_image_files(root: str | os.PathLike, exclude: tuple[Path, ...] = ()) ->
         subdirectories[:] = kept
         for name in sorted(files):
             path = directory_path / name
+            if name in excluded_names and path.resolve() in excluded:
+                continue  # e.g. the lock file of an index built into this folder
             relative = path.relative_to(root).as_posix()
             reason = _unusable_file_reason(path, real_root)
+            if reason is None:
+                try:
+                    check_gallery_id(relative, "file")
+                except ValueError as error:  # e.g. a name with a newline: listed, never an id
+                    reason = f"its name cannot be an id ({str(error).partition(': ')[2]})"
             if reason is None:
                 candidates.append(relative)
             else:

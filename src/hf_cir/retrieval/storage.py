@@ -18,14 +18,18 @@ with `numpy.load(mmap_mode=...)` so an index larger than RAM is read block by bl
 read when one of its rows is asked for. `datasets.load_dataset("parquet", data_files="INDEX/metadata/*.parquet")`
 opens the metadata as a dataset.
 
-[`validate_manifest`] is the one place that checks a v2 folder before it is used (paths stay inside the index,
-sizes agree); extend it rather than checking elsewhere.
+This module is the one home of the format: its constants, the manifest ([`make_manifest`], [`write_manifest`],
+[`read_manifest`]), the skipped list, and the checks. [`read_manifest`] is the one place that checks a v2 folder
+before it is used ([`validate_manifest`] for the manifest, [`check_index_parts`] for the files: every part a regular
+file, never a link or a FIFO, opened only after `lstat`; every shard's dtype, shape and row count read from its
+header and compared with the manifest; the metadata's column types); extend it rather than checking elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,14 +47,22 @@ __all__ = [
     "MANIFEST_NAME",
     "METADATA_DIR",
     "SKIPPED_NAME",
+    "STORAGE_DTYPES",
     "ShardedEmbeddings",
     "ShardedMetadata",
+    "check_index_parts",
     "embeddings_shard_path",
+    "make_manifest",
     "metadata_shard_path",
     "read_manifest",
+    "read_npy_header",
+    "index_damage",
+    "read_skipped",
+    "read_skipped_by_unit",
     "validate_manifest",
     "write_manifest",
     "write_shard",
+    "write_skipped",
 ]
 
 INDEX_FORMAT = "hf-cir-index"
@@ -81,29 +93,178 @@ def write_shard(folder: str | os.PathLike, number: int, embeddings: np.ndarray, 
         raise ValueError(f"`dtype` must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}.")
     if metadata.num_rows != len(embeddings):
         raise ValueError(f"{metadata.num_rows} metadata rows for {len(embeddings)} embeddings.")
+    array = np.ascontiguousarray(embeddings, dtype=dtype)
     with atomic_file(embeddings_shard_path(folder, number), "wb") as handle:
-        np.save(handle, np.ascontiguousarray(embeddings, dtype=dtype))
+        # Header, then the rows through the file object (numpy's own `tofile` reports a full disk as a bare
+        # "N requested and M written"; a Python write raises ENOSPC, which `atomic_file` names).
+        np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(array))
+        handle.write(memoryview(array.reshape(-1)).cast("B"))
     with atomic_file(metadata_shard_path(folder, number), "wb") as handle:
         pq.write_table(metadata, handle)
 
 
+def make_manifest(**fields: Any) -> dict[str, Any]:
+    """A v2 manifest: `fields` (model, embedding_dim, dtype, count, num_shards, shard_rows, root, source, faiss,
+    ...) under this format's name and version. The one place a manifest is composed."""
+    manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION}
+    manifest.update((key, value) for key, value in fields.items() if key not in ("format", "version"))
+    return manifest
+
+
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a v2 index folder, validated; a missing or foreign file is a clear error."""
+    """The manifest of a v2 index folder, checked with every part of the folder it names (see the module docstring);
+    a missing, foreign, damaged or crafted file is a clear error naming it."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"`index`: {folder} is not an hf-cir index (missing {MANIFEST_NAME}).")
+    _check_regular_file(path, folder)
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"`index`: {path} is corrupt ({error}).") from error
     validate_manifest(manifest, folder)
+    check_index_parts(folder, manifest)
     return manifest
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Write `manifest` (from [`make_manifest`]) into `folder`, atomically, after checking it."""
+    validate_manifest(manifest, folder)
     with atomic_file(Path(folder) / MANIFEST_NAME, "w") as handle:
         json.dump(manifest, handle, indent=1)
+
+
+def write_skipped(folder: str | os.PathLike, skipped: dict[str, str], units: dict[str, int] | None = None) -> None:
+    """The inputs that could not be read, `{id: reason}`, as `SKIPPED_NAME` (atomically); `units` gives the shard
+    each was found in (none for inputs the source refused before any shard), so a repair can reuse a shard whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = list(skipped)
+    table = pa.table(
+        {"id": ids, "reason": list(skipped.values()), "unit": [(units or {}).get(key) for key in ids]},
+        schema=_skipped_schema(),
+    )
+    with atomic_file(Path(folder) / SKIPPED_NAME, "wb") as handle:
+        pq.write_table(table, handle)
+
+
+def read_skipped(folder: str | os.PathLike) -> dict[str, str]:
+    """`{id: reason}` of an index folder's skipped list (empty when it has none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    path = folder / SKIPPED_NAME
+    if not os.path.lexists(path):
+        return {}
+    _check_regular_file(path, folder)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(f"`index`: {path} is corrupt ({error}).") from error
+    types = [str(table.schema.field(n).type) if n in table.column_names else None for n in ("id", "reason")]
+    if not all(kind in (*_STRING_TYPES, "null") for kind in types):  # null: an empty list written by hf-cir 0.2
+        raise ValueError(f"`index`: {path} is corrupt: expected string columns `id` and `reason`, got {table.schema}.")
+    data = table.to_pydict()
+    return dict(zip(data["id"], data["reason"]))
+
+
+def read_skipped_by_unit(folder: str | os.PathLike) -> dict[int, dict[str, str]]:
+    """`{shard: {id: reason}}` of the skipped inputs found in each shard (an unreadable list gives `{}`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.read_table(Path(folder) / SKIPPED_NAME).to_pydict() if read_skipped(folder) else {}
+    except (OSError, ValueError, pa.ArrowException):
+        return {}
+    by_unit: dict[int, dict[str, str]] = {}
+    for key, reason, unit in zip(data.get("id", []), data.get("reason", []), data.get("unit", [])):
+        if isinstance(unit, int):
+            by_unit.setdefault(unit, {})[key] = reason
+    return by_unit
+
+
+def index_damage(folder: str | os.PathLike) -> str | None:
+    """Why the v2 index at `folder` cannot be loaded although its manifest is sound (a damaged shard, say), or
+    `None` when it loads, or is no v2 index at all (then it is not ours to repair)."""
+    folder = Path(folder)
+    try:
+        _check_regular_file(folder / MANIFEST_NAME, folder)
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+        validate_manifest(manifest, folder)
+    except (OSError, ValueError):
+        return None
+    try:
+        check_index_parts(folder, manifest)
+    except (OSError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _skipped_schema():
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("reason", pa.string()), ("unit", pa.int64())])
+
+
+def _check_regular_file(path: Path, folder: Path) -> os.stat_result:
+    """`lstat` of a part of an index: it must be a regular file (never a link, a FIFO or a device: nothing is opened
+    before this says so)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"`index`: {folder} is incomplete: {_relative(path, folder)} is missing.") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ValueError(f"`index`: {path} is a symbolic link; the parts of an index must be files.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(
+            f"`index`: {path} is not a regular file (a FIFO, a device or a folder); the parts of an index must be files."
+        )
+    return info
+
+
+def _check_real_folder(path: Path, folder: Path) -> None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"`index`: {folder} is incomplete: {_relative(path, folder)}/ is missing.") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"`index`: {path} must be a folder (not a link or a file).")
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def read_npy_header(path: str | os.PathLike, folder: str | os.PathLike | None = None) -> tuple[np.dtype, tuple, int]:
+    """`(dtype, shape, data offset)` of a `.npy` shard, from its header alone; the file must be a regular file whose
+    size is exactly what the header promises (a truncated or padded shard is an error naming it)."""
+    path = Path(path)
+    folder = Path(folder) if folder is not None else path.parent
+    info = _check_regular_file(path, folder)
+    where = f"`index`: {path}"
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(handle, max_header_size=10_000)
+            offset = handle.tell()
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ValueError(f"{where} is corrupt: not a .npy file ({error}).") from error
+    if fortran or dtype.hasobject:
+        raise ValueError(f"{where} is corrupt: expected a C-ordered numeric array, got {dtype}.")
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if info.st_size != expected:
+        raise ValueError(
+            f"{where} is damaged: {info.st_size} bytes where its header promises {expected} (truncated or padded)."
+        )
+    return dtype, tuple(shape), offset
 
 
 def _relative_inside(value: Any, name: str, where: Path) -> None:
@@ -116,10 +277,10 @@ def _relative_inside(value: Any, name: str, where: Path) -> None:
 
 
 def validate_manifest(manifest: Any, folder: str | os.PathLike) -> None:
-    """Check a v2 manifest before anything is read from its folder (the one validation function for v2).
+    """Check a v2 manifest before anything is read from its folder (its files: [`check_index_parts`]).
 
     Raises `ValueError` naming the folder and the entry: a foreign or newer format, missing or mistyped sizes,
-    paths that leave the index folder, a shard count that does not match the files.
+    paths that leave the index folder, per-shard row counts that do not add up.
     """
     folder = Path(folder)
     where = folder / MANIFEST_NAME
@@ -139,10 +300,94 @@ def validate_manifest(manifest: Any, folder: str | os.PathLike) -> None:
         if not isinstance(faiss_info, dict):
             raise ValueError(f"`index`: {where} is corrupt: `faiss` must be an object or null.")
         _relative_inside(faiss_info.get("file"), "faiss.file", where)
-    for number in (0, manifest["num_shards"] - 1) if manifest["num_shards"] else ():
-        for path in (embeddings_shard_path(folder, number), metadata_shard_path(folder, number)):
-            if not path.is_file():
-                raise FileNotFoundError(f"`index`: {folder} is incomplete: {path.relative_to(folder)} is missing.")
+        from .kinds import INDEX_KINDS
+
+        if faiss_info.get("kind") not in INDEX_KINDS:
+            raise ValueError(
+                f"`index`: {where} is corrupt: `faiss.kind` must be one of {', '.join(INDEX_KINDS)}, got "
+                f"{faiss_info.get('kind')!r}."
+            )
+    rows = manifest.get("shard_rows")
+    if rows is not None and (
+        not isinstance(rows, list)
+        or len(rows) != manifest["num_shards"]
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in rows)
+        or sum(rows) != manifest["count"]
+    ):
+        raise ValueError(
+            f"`index`: {where} is corrupt: `shard_rows` must list {manifest['num_shards']} row counts adding up to "
+            f"`count` ({manifest['count']})."
+        )
+    root = manifest.get("root")
+    if root is not None and not isinstance(root, str):
+        raise ValueError(f"`index`: {where} is corrupt: `root` must be a string or null, got {root!r}.")
+
+
+_STRING_TYPES = ("string", "large_string")
+
+
+def check_index_parts(folder: str | os.PathLike, manifest: dict[str, Any]) -> list[int]:
+    """Check every file a (validated) manifest names against it, reading headers only; return each shard's rows.
+
+    Every part must be a regular file (`lstat`: a link or FIFO is refused before it is opened); every embedding
+    shard's dtype must be the manifest's, its shape `[rows, embedding_dim]` and its size what its header promises;
+    every metadata shard must have as many rows (from its Parquet footer), a string `id` column, and a string (or
+    null) `path`; the rows must add up to `count` (and equal `shard_rows` when the manifest has it).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    for name in (EMBEDDINGS_DIR, METADATA_DIR):
+        _check_real_folder(folder / name, folder)
+    expected_rows = manifest.get("shard_rows")
+    counts = []
+    for number in range(manifest["num_shards"]):
+        path = embeddings_shard_path(folder, number)
+        dtype, shape, _ = read_npy_header(path, folder)
+        where = f"`index`: {path}"
+        if dtype != np.dtype(manifest["dtype"]):
+            raise ValueError(f"{where} holds {dtype} embeddings; the manifest says {manifest['dtype']}.")
+        if len(shape) != 2 or shape[1] != manifest["embedding_dim"]:
+            raise ValueError(
+                f"{where} has shape {list(shape)}; the manifest says [rows, {manifest['embedding_dim']}]."
+            )
+        if expected_rows is not None and shape[0] != expected_rows[number]:
+            raise ValueError(f"{where} holds {shape[0]} rows; the manifest says {expected_rows[number]}.")
+        meta_path = metadata_shard_path(folder, number)
+        _check_regular_file(meta_path, folder)
+        meta_where = f"`index`: {meta_path}"
+        try:
+            parquet = pq.ParquetFile(meta_path)
+            schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(f"{meta_where} is corrupt ({error}).") from error
+        if rows != shape[0]:
+            raise ValueError(f"{meta_where} has {rows} rows for {shape[0]} embeddings.")
+        for column, required in (("id", True), ("path", False)):
+            if column not in schema.names:
+                if required:
+                    raise ValueError(f"{meta_where} is corrupt: it has no `{column}` column.")
+                continue
+            kind = str(schema.field(column).type)
+            if kind not in _STRING_TYPES and (required or kind != "null"):
+                raise ValueError(f"{meta_where} is corrupt: column `{column}` holds {kind}, expected strings.")
+        counts.append(shape[0])
+    if sum(counts) != manifest["count"]:
+        raise ValueError(
+            f"`index`: {folder} is corrupt: its shards hold {sum(counts)} rows; the manifest says {manifest['count']}."
+        )
+    for name in (SKIPPED_NAME,):
+        if os.path.lexists(folder / name):
+            _check_regular_file(folder / name, folder)
+    faiss_info = manifest.get("faiss")
+    if faiss_info:
+        faiss_path = folder / faiss_info["file"]
+        _check_regular_file(faiss_path, folder)
+        settings = faiss_path.with_suffix(".json")
+        if os.path.lexists(settings):
+            _check_regular_file(settings, folder)
+    return counts
 
 
 class ShardedEmbeddings:

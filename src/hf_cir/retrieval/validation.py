@@ -1,9 +1,13 @@
-"""Checks at the boundary of an index folder: what an `index.json` may say, and what its embeddings must be.
+"""The checks at the boundary that every reader of gallery data shares: ids, stored paths, embedding matrices.
 
-An index is a file people share, so nothing read from it is trusted: every stored image path must be relative and
-normalised (no absolute path, no `..`), every file opened through it must resolve inside its image root, and the
-embedding matrix must have the promised shape, a floating dtype and finite values. Each error names the file and
-the entry.
+An index is a file people share and a gallery source is data someone else made, so nothing read from them is
+trusted: every gallery id passes [`check_gallery_id`] (a string without control characters, no absolute name, no
+`..`), every stored image path must be relative and normalised, every file opened through one must resolve inside
+its image root ([`resolve_inside`]), and an embedding matrix must have the promised shape, a floating dtype and finite
+values. Each error names the file and the entry.
+
+The index format itself (its manifest, the shards and their checks against it) has its home in
+`hf_cir.retrieval.storage`; [`check_index_metadata`] here reads the `index.json` of format 1.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 
 __all__ = [
     "check_embedding_matrix",
+    "check_gallery_id",
     "check_index_metadata",
     "check_relative_path",
     "check_stored_paths",
@@ -50,6 +55,38 @@ def check_relative_path(value: Any, where: str) -> str:
         raise ValueError(f"{where}: {value!r} leaves the image root; stored paths must stay inside it.")
     if any(part in ("", ".") for part in parts) or "\\" in value:
         raise ValueError(f"{where}: {value!r} is not a normalised relative path (expected e.g. 'folder/image.png').")
+    return value
+
+
+def check_gallery_id(value: Any, where: str) -> str:
+    """Return `value` if it can be a gallery image's id, else raise a `ValueError` naming `where`.
+
+    Ids are data, never addresses: every gallery source (folder, dataset, webdataset tar, stream) passes its ids
+    through this one check. An id is a non-empty string without control characters, not an absolute name and
+    without a `..` component (a client may show it, and it must never name a file outside the gallery).
+
+    Example:
+
+    ```python
+    >>> from hf_cir.retrieval.validation import check_gallery_id
+    >>> check_gallery_id("beach/00017", "00000.tar member beach/00017.jpg")
+    'beach/00017'
+    >>> check_gallery_id("../../etc/hostname", "00000.tar member ../../etc/hostname.png")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 00000.tar member ../../etc/hostname.png: the id '../../etc/hostname' has a '..' component...
+    ```
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: an id must be a string, got {type(value).__name__} {value!r}.")
+    if not value.strip():
+        raise ValueError(f"{where}: the id is empty.")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"{where}: the id {value!r} holds control characters.")
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).anchor:
+        raise ValueError(f"{where}: the id {value!r} is an absolute name; ids are relative names.")
+    if ".." in value.replace("\\", "/").split("/"):
+        raise ValueError(f"{where}: the id {value!r} has a '..' component; ids must not climb out of the gallery.")
     return value
 
 

@@ -173,6 +173,15 @@ class CompoDiffScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
         self.next_timesteps = self.timesteps - 1
 
+    # Defined after `__init__`, whose `@register_to_config` is diffusers' decorator of the same name.
+    def register_to_config(self, **kwargs):
+        # diffusers records the settings left at their defaults as `list(set(...))`, whose order changes from one
+        # process to the next (string hashing): sorted, a config survives a round trip through a compatible
+        # scheduler (`Compatible.from_config(config)`, then back) unchanged, as diffusers' `test_compatibles` expects.
+        if isinstance(kwargs.get("_use_default_values"), list):
+            kwargs["_use_default_values"] = sorted(kwargs["_use_default_values"])
+        super().register_to_config(**kwargs)
+
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """No scaling is needed: returns `sample`."""
         return sample

@@ -1,7 +1,8 @@
 """The toy world: procedural images, captions and composed queries, and the tiny models trained on them.
 
 It is the embedded default of hf-cir: `hf-cir demo` and `hf-cir evaluate --benchmark toy` run on the
-checkpoints shipped in `hf_cir/toy/checkpoints/`, which `python -m hf_cir.toy.build_models` retrains.
+checkpoints shipped in `hf_cir/toy/checkpoints/`, which `make toy-models` (`training/toy/build_toy_models.py`, in a
+checkout) retrains.
 """
 
 from .benchmark import ToyBenchmark

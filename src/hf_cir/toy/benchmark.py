@@ -168,11 +168,6 @@ TOY_METHODS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-# Sampling settings of the toy CompoDiff in the toy table and the demo. The pipeline's defaults (the reference's
-# 7.5 / 1.5) over-steer this small prior; these were chosen on validation queries whose targets are training
-# combinations (`ToyBenchmark(split="train", seed=7)`), never on the held-out queries.
-TOY_COMPODIFF_SAMPLING: dict[str, float | int] = {"guidance_scale": 1.5, "image_guidance_scale": 2.0}
-
 # Texts kept by the toy CompoDiff's text-encoding cache: the toy benchmark repeats its modification texts.
 TOY_TEXT_CACHE_SIZE = 1024
 
@@ -185,8 +180,8 @@ def load_toy_models(
     """The toy retrieval models by name: `lincir`, `untrained` (LinCIR around the toy CLIP, phi seeded with 0) and
     `compodiff` (when its folder exists). Folders default to the checkpoints shipped in `hf_cir/toy/checkpoints`.
 
-    `compodiff_options` are keyword arguments of `load_retrieval_model` for the CompoDiff model, on top of
-    `TOY_COMPODIFF_SAMPLING` and a text-encoding cache: sampling settings (`num_inference_steps`,
+    CompoDiff samples with its checkpoint's own defaults (`model_index.json`). `compodiff_options` are keyword
+    arguments of `load_retrieval_model` for the CompoDiff model, on top of a text-encoding cache: sampling settings (`num_inference_steps`,
     `num_samples_per_prompt`, guidance scales, `seed`), `preset`, `scheduler`, `precision`, `dtype`,
     `text_cache_size`.
 
@@ -209,7 +204,7 @@ def load_toy_models(
     for name in ("clip", "lincir"):
         if not (root / name).is_dir():
             raise FileNotFoundError(
-                f"No toy {name} checkpoint in {root}: run `make toy-models` (python -m hf_cir.toy.build_models)."
+                f"No toy {name} checkpoint in {root}: run `make toy-models` (training/toy/build_toy_models.py)."
             )
     models["lincir"] = load_retrieval_model(root / "lincir", device=device)
     torch.manual_seed(0)
@@ -219,7 +214,7 @@ def load_toy_models(
         untrained, processor, name_or_path="LinCIR, untrained phi", device=device
     )
     if (root / "compodiff").is_dir():
-        options = {**TOY_COMPODIFF_SAMPLING, "text_cache_size": TOY_TEXT_CACHE_SIZE, **(compodiff_options or {})}
+        options = {"text_cache_size": TOY_TEXT_CACHE_SIZE, **(compodiff_options or {})}
         models["compodiff"] = load_retrieval_model(root / "compodiff", device=device, **options)
     return models
 

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from ..families import method_spec
+from ..retrieval import GalleryIndex
+from ..retrieval.query import ComposedQuery, retrieve
 from ..utils import atomic_file
 from .world import ToyAttributes, ToyTriplet, ToyWorld
 
@@ -160,9 +161,12 @@ def run_demo(
         return world.render(attributes, 2 * seed, stream="eval")
 
     gallery_images = [render(attributes) for attributes in gallery]
-    gallery_embeds = {}
-    for name in {name for _, name, _ in methods}:
-        gallery_embeds[name] = F.normalize(models[name].encode_images(gallery_images), dim=-1)
+    ids = [str(number) for number in range(len(gallery))]
+    # Each model's gallery as an in-memory index: the demo ranks with the one query path (`retrieve`) every caller uses.
+    indexes = {
+        name: GalleryIndex(ids, models[name].encode_images(gallery_images), Path("."), {"model": name})
+        for name in {name for _, name, _ in methods}
+    }
     print_fn(
         f"Toy gallery: {len(gallery)} images (every shape x color x size x position x background once); "
         f"queries have held-out targets, never seen in training.\n"
@@ -172,17 +176,14 @@ def run_demo(
         DemoQuery(t, world.render(t.reference, 2 * seed + 1, stream="eval"))
         for t in select_demo_queries(world, num_queries, seed)
     ]
-    texts = [q.triplet.text for q in queries]
     for label, name, method in methods:
-        model = models[name]
-        reference_embeds = model.encode_images([q.image for q in queries])
-        features = F.normalize(model.encode_queries(texts, image_embeds=reference_embeds, method=method), dim=-1)
-        scores = features @ gallery_embeds[name].T
-        for query, row in zip(queries, scores):
-            values, indices = torch.topk(row, top_k)
-            query.results[label] = list(zip(indices.tolist(), values.tolist()))
-            target = gallery.index(query.triplet.target)
-            query.target_ranks[label] = int((row > row[target]).sum())
+        for query in queries:
+            text = query.triplet.text if method_spec(method).text != "refused" else None
+            composed = ComposedQuery(text=text, image=query.image)
+            hits = retrieve(models[name], indexes[name], composed, method, len(gallery)).hits  # the whole ranking
+            query.results[label] = [(int(hit.path), hit.score) for hit in hits[:top_k]]
+            target = str(gallery.index(query.triplet.target))
+            query.target_ranks[label] = next(hit.rank for hit in hits if hit.path == target) - 1
 
     for number, query in enumerate(queries, start=1):
         triplet = query.triplet

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -150,9 +150,6 @@ class ToyAttributes:
         if unknown:
             raise ValueError(f"Unknown attribute(s) {sorted(unknown)}; expected some of {list(ATTRIBUTES)}.")
         return dataclasses.replace(self, **changes)
-
-    def as_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
 
     @property
     def index(self) -> int:
@@ -458,14 +455,6 @@ class ToyWorld:
             gallery = tuple(members[i] for i in order)
             queries.append(ToyQuery(triplet, gallery, gallery.index(triplet.target), variant=index))
         return queries
-
-    def iter_images(
-        self, split: str = "train", variants: int = 1, stream: str = "train"
-    ) -> Iterator[tuple[ToyAttributes, Image.Image]]:
-        """Every combination of `split` rendered `variants` times."""
-        for attributes in self.split_combinations(split):
-            for variant in range(variants):
-                yield attributes, self.render(attributes, variant, stream)
 
 
 def _regular_polygon(centre, radius, sides, angle_degrees, start=-90.0):

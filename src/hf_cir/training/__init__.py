@@ -20,7 +20,6 @@ from .card import (
     resolve_training_license,
     training_arguments,
     training_details_markdown,
-    write_training_model_card,
 )
 from .checkpointing import (
     check_output_dir,
@@ -33,7 +32,9 @@ from .checkpointing import (
     resolve_resume_checkpoint,
     save_checkpoint,
     save_ema,
+    verify_checkpoint,
 )
+from .cli import TrainingArgumentParser, run_training_script
 from .data import IndexStream, filter_captions, load_training_dataset, mask_caption_dataset, require_columns
 from .keywords import (
     BuiltinKeywordExtractor,
@@ -42,6 +43,7 @@ from .keywords import (
     clean_caption,
     get_keyword_extractor,
 )
+from .outputs import claim_outputs, output_entry_matcher, publish_outputs
 from .run import (
     build_accelerator,
     create_optimizer_and_scheduler,
@@ -55,6 +57,7 @@ from .run import (
     train_results,
     training_progress_bar,
 )
+from .targets import TARGET_COLUMN, add_caption_targets, caption_training_batch, pad_caption_batch
 from .utils import import_callable, isolated_rng, load_pretrained, mixed_precision_dtype, resolve_seed
 
 __all__ = [
@@ -62,16 +65,21 @@ __all__ = [
     "CaptionMasker",
     "IndexStream",
     "SpacyKeywordExtractor",
+    "TARGET_COLUMN",
+    "TrainingArgumentParser",
     "add_accelerator_arguments",
+    "add_caption_targets",
     "add_checkpoint_arguments",
     "add_dataset_arguments",
     "add_hub_arguments",
     "add_logging_arguments",
     "add_optimization_arguments",
     "build_accelerator",
+    "caption_training_batch",
     "check_dataset_arguments",
     "check_output_dir",
     "check_training_arguments",
+    "claim_outputs",
     "clean_caption",
     "create_ema",
     "create_optimizer_and_scheduler",
@@ -93,6 +101,9 @@ __all__ = [
     "mask_caption_dataset",
     "mixed_precision_dtype",
     "optimizer_step",
+    "output_entry_matcher",
+    "pad_caption_batch",
+    "publish_outputs",
     "push_output_to_hub",
     "register_checkpoint_hooks",
     "require_columns",
@@ -100,6 +111,7 @@ __all__ = [
     "resolve_training_license",
     "resolve_seed",
     "resume_training",
+    "run_training_script",
     "save_checkpoint",
     "save_ema",
     "start_run",
@@ -107,5 +119,5 @@ __all__ = [
     "training_arguments",
     "training_details_markdown",
     "training_progress_bar",
-    "write_training_model_card",
+    "verify_checkpoint",
 ]

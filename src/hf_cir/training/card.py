@@ -1,18 +1,16 @@
 # Copyright 2026 The hf-cir authors. Licensed under the Apache License, Version 2.0.
-"""Model cards that record how a model was trained, and pushing a training output folder to the Hub."""
+"""The license of a training run's card, and pushing a training output folder to the Hub. The card's Training section
+is `hf_cir.hub.training_details_markdown` (re-exported here with `training_arguments`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
-from ..hub import is_hub_id, render_model_card
-from ..hub import training_details_markdown as hub_training_details_markdown
-from ..utils import atomic_file
+from ..hub import is_hub_id, training_arguments, training_details_markdown
 
 __all__ = [
     "declared_license",
@@ -20,64 +18,12 @@ __all__ = [
     "resolve_training_license",
     "training_arguments",
     "training_details_markdown",
-    "write_training_model_card",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Arguments never written to a card: secrets, and what only this machine's run means (resuming does not change
-# the result: it is bit-identical).
-_HIDDEN_ARGUMENTS = {"hub_token", "local_rank", "resume_from_checkpoint"}
-
 # What a training output folder uploads: the model, never the training state.
 _UPLOAD_IGNORE = ["checkpoint-*", ".*", "*/.*", "logs/*", "best/*", "training_run.json", "training_log.jsonl"]
-
-
-def training_arguments(args) -> dict:
-    """The run's arguments as a JSON-safe dict, secrets removed (`argparse.Namespace` or dict).
-
-    Example:
-
-    ```python
-    >>> import argparse
-    >>> from hf_cir.training import training_arguments
-    >>> training_arguments(argparse.Namespace(learning_rate=1e-4, hub_token="secret"))
-    {'learning_rate': 0.0001}
-
-    ```
-    """
-    values = vars(args) if not isinstance(args, dict) else dict(args)
-    safe = {}
-    for key, value in sorted(values.items()):
-        if key in _HIDDEN_ARGUMENTS or key.startswith("_"):
-            continue
-        if isinstance(value, Path):
-            value = str(value)
-        try:
-            json.dumps(value)
-        except TypeError:
-            value = repr(value)
-        safe[key] = value
-    return safe
-
-
-def training_details_markdown(
-    script: str, args, data: dict | None = None, results: dict | None = None, parser=None
-) -> str:
-    """Markdown describing a training run (data, results, every argument without secrets, and the command that
-    reruns it, spelled for `parser`: the script's own `argparse` parser), for the `training_details` of the LinCIR
-    and CompoDiff card templates. See `hf_cir.hub.training_details_markdown`.
-
-    Example:
-
-    ```python
-    >>> from hf_cir.training import training_details_markdown
-    >>> print(training_details_markdown("train_lincir.py", {"seed": 0}).splitlines()[0])
-    Trained with hf-cir's `training/train_lincir.py`.
-
-    ```
-    """
-    return hub_training_details_markdown(script, training_arguments(args), data, results, parser)
 
 
 def declared_license(name_or_path: str | os.PathLike | None) -> str | None:
@@ -144,50 +90,6 @@ def resolve_training_license(license: str | None, starting_points: list) -> str 
         ", ".join(str(source) for source in starting_points if source) or "none",
     )
     return None
-
-
-def write_training_model_card(
-    output_dir: str | os.PathLike,
-    template: str,
-    card_data: ModelCardData,
-    script: str,
-    args,
-    data: dict | None = None,
-    results: dict | None = None,
-    **template_vars,
-) -> ModelCard:
-    """Write `output_dir/README.md`: a card template (`model_cards/{template}.md`) followed by a Training section
-    that lists the data and every argument of the run (for models without a card builder of their own; LinCIR and
-    CompoDiff outputs use their builders with `training_details=training_details_markdown(...)`).
-
-    If the template cannot be rendered (e.g. it is missing from this installation), a short generic card is used.
-
-    Example:
-
-    ```python
-    >>> import tempfile
-    >>> from huggingface_hub import ModelCardData
-    >>> from hf_cir.training import write_training_model_card
-    >>> card = write_training_model_card(tempfile.mkdtemp(), "no-such-template", ModelCardData(license="apache-2.0"),
-    ...                                  "train_lincir.py", {"learning_rate": 1e-4})
-    >>> "learning_rate" in card.text
-    True
-
-    ```
-    """
-    try:
-        card = render_model_card(template, card_data, **template_vars)
-        text = str(card)
-    except Exception as error:  # a missing or incompatible template must not lose a finished training run
-        logger.warning("Could not render the %r model card template (%s); writing a generic card.", template, error)
-        header = card_data.to_yaml()
-        title = template_vars.get("model_id") or Path(output_dir).name
-        text = f"---\n{header}\n---\n\n# {title}\n\nA {template} model trained with hf-cir.\n"
-    section = training_details_markdown(script, args, data, results)
-    card = ModelCard(text.rstrip() + "\n\n## Training\n\n" + section + "\n")
-    with atomic_file(Path(output_dir) / "README.md", "w") as handle:
-        handle.write(str(card))
-    return card
 
 
 def push_output_to_hub(

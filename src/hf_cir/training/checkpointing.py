@@ -17,10 +17,13 @@ never leave a `latest` that does not load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import struct
 import warnings
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +31,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..utils import atomic_file
+from ..utils.errors import one_line
+from .outputs import (
+    RUN_FILE_NAME,
+    check_foreign_entries,
+    claim_outputs,
+    output_entry_matcher,
+    owned_outputs,
+    record_run,
+    release_outputs,
+)
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -42,11 +55,13 @@ __all__ = [
     "resolve_resume_checkpoint",
     "save_checkpoint",
     "save_ema",
+    "verify_checkpoint",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINING_STATE_NAME = "training_state.json"
-RUN_FILE_NAME = "training_run.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
@@ -85,28 +100,116 @@ def load_training_state(checkpoint_dir: str | os.PathLike) -> dict:
     path = Path(checkpoint_dir) / TRAINING_STATE_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{checkpoint_dir} is not a complete hf-cir checkpoint (no {TRAINING_STATE_NAME}).")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"The checkpoint file {path} is damaged ({one_line(error)}).") from None
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        raise ValueError(f"The checkpoint file {path} is damaged (no integer `global_step`).")
+    return state
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            return f"{size} bytes, shorter than a safetensors header"
+        (header_size,) = struct.unpack("<Q", prefix)
+        if header_size > size - 8:
+            return f"its header claims {header_size} bytes, the file has {size - 8} after the prefix"
+        try:
+            header = json.loads(handle.read(header_size))
+        except ValueError:
+            return "its header is not JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [
+        entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)
+    ]
+    expected = 8 + header_size + max(ends, default=0)
+    if expected != size:
+        return f"{size} bytes where its header describes {expected}: truncated or overwritten"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    """What is wrong with one file of a checkpoint, or `None` (its format is checked, not its meaning)."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return _safetensors_problem(path)
+    if suffix == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            return f"not JSON: {one_line(error)}"
+        return None
+    if suffix in (".bin", ".pkl", ".pt", ".pth"):  # torch.save archives (zip), e.g. optimizer.bin, random_states_0.pkl
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile, EOFError) as error:
+            return f"not a complete torch archive: {one_line(error)}"
+        return f"its member {bad} fails its checksum" if bad else None
+    return None
+
+
+def verify_checkpoint(checkpoint_dir: str | os.PathLike) -> None:
+    """Check every file of a checkpoint before it is loaded: `training_state.json`, each safetensors file against its
+    header, each torch archive (optimizer, scheduler, random states) against its checksums, each JSON file. Raises a
+    `ValueError` naming the first damaged file.
+
+    Example:
+
+    ```python
+    >>> import json, tempfile, pathlib
+    >>> from hf_cir.training import verify_checkpoint
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "checkpoint-2"
+    >>> folder.mkdir()
+    >>> _ = (folder / "training_state.json").write_text(json.dumps({"global_step": 2}))
+    >>> _ = (folder / "phi.safetensors").write_bytes(b"\\x10\\x00")
+    >>> verify_checkpoint(folder)
+    Traceback (most recent call last):
+    ...
+    ValueError: The checkpoint file ...phi.safetensors is damaged (2 bytes, shorter than a safetensors header).
+    ```
+    """
+    root = Path(checkpoint_dir)
+    load_training_state(root)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            problem = _file_problem(path)
+            if problem:
+                raise ValueError(f"The checkpoint file {path} is damaged ({problem}).")
 
 
 def check_output_dir(
-    output_dir: str | os.PathLike, run_identity: dict, resume_from_checkpoint: str | None, overwrite: bool = False
+    output_dir: str | os.PathLike,
+    run_identity: dict,
+    resume_from_checkpoint: str | None,
+    overwrite: bool = False,
+    may_write=None,
 ) -> None:
-    """Refuse to mix two runs in one output folder; record this run's identity there.
+    """Refuse to mix two runs in one output folder, or to write over what hf-cir did not write; record this run's
+    identity there.
 
+    - an entry the run may write (`may_write`, by default the training entries: checkpoints, `best`, logs) that hf-cir
+      did not write (`hf_cir.training.outputs`): an error naming it, `overwrite` or not;
     - checkpoints present and no `--resume_from_checkpoint`: an error (resume, overwrite, or pick another folder);
     - resuming a folder whose recorded run differs from this one (another script, model or data): an error naming
       the differing fields;
-    - `overwrite=True` deletes earlier checkpoints first.
+    - `overwrite=True` deletes earlier checkpoints first (hf-cir's own only).
 
     Call it on the main process only.
     """
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    run_file = root / RUN_FILE_NAME
-    checkpoints = list_checkpoints(root)
+    may_write = may_write or output_entry_matcher()
+    owned = check_foreign_entries(root, may_write)
+    checkpoints = [checkpoint for checkpoint in list_checkpoints(root) if checkpoint.name in owned]
     if overwrite:
         for checkpoint in checkpoints:
             shutil.rmtree(checkpoint)
+        release_outputs(root, [checkpoint.name for checkpoint in checkpoints])
         checkpoints = []
     elif checkpoints and resume_from_checkpoint is None:
         raise ValueError(
@@ -114,6 +217,7 @@ def check_output_dir(
             "Pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to discard them, or choose "
             "another --output_dir."
         )
+    run_file = root / RUN_FILE_NAME
     if run_file.is_file() and checkpoints:
         recorded = json.loads(run_file.read_text())
         differing = {
@@ -127,20 +231,32 @@ def check_output_dir(
                 f"--output_dir {root} holds checkpoints of another run ({details}). Choose another --output_dir, "
                 "or pass --overwrite_output_dir to discard them."
             )
-    with atomic_file(run_file, "w") as handle:
-        json.dump(run_identity, handle, indent=2, sort_keys=True)
+    record_run(root, run_identity, may_write)
 
 
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> Path | None:
     """Turn `--resume_from_checkpoint` into a checkpoint folder.
 
-    `"latest"` picks the newest complete checkpoint of `output_dir` (`None` if there is none: a fresh start); a path
-    must be a complete checkpoint folder, or a `ValueError`/`FileNotFoundError` says what is wrong with it.
+    `"latest"` picks the newest complete checkpoint of `output_dir` whose files are intact (`verify_checkpoint`),
+    saying which damaged ones it passed over (`None` if there is none: a fresh start); a path must be a complete,
+    intact checkpoint folder, or a `ValueError`/`FileNotFoundError` says what is wrong with it.
     """
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
-        return find_latest_checkpoint(output_dir)
+        damaged = []
+        for checkpoint in reversed(list_checkpoints(output_dir)):
+            try:
+                verify_checkpoint(checkpoint)
+            except ValueError as error:
+                damaged.append(str(error))
+                continue
+            if damaged:
+                logger.warning(f"{' '.join(damaged)} Resuming from the previous intact checkpoint, {checkpoint}.")
+            return checkpoint
+        if damaged:
+            raise ValueError(f"{' '.join(damaged)} No intact checkpoint is left to resume from in {output_dir}.")
+        return None
     path = Path(resume_from_checkpoint)
     if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
         path = Path(output_dir) / path
@@ -150,6 +266,7 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
         raise ValueError(
             f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a complete checkpoint (no {TRAINING_STATE_NAME})."
         )
+    verify_checkpoint(path)
     return path
 
 
@@ -163,8 +280,11 @@ def save_checkpoint(
     root = Path(output_dir)
     final = root / f"{CHECKPOINT_PREFIX}{step}"
     tmp = root / f".{CHECKPOINT_PREFIX}{step}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        # Recorded as hf-cir's before anything is written; refused when a folder of that name is not hf-cir's.
+        claim_outputs(root, [final.name, tmp.name])
+        if tmp.exists():
+            shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
@@ -174,12 +294,18 @@ def save_checkpoint(
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        owned = owned_outputs(root)
+        removed = [tmp.name]
         if total_limit is not None and total_limit > 0:
             for old in list_checkpoints(root)[:-total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+                if old.name in owned:  # never a folder hf-cir did not write
+                    shutil.rmtree(old, ignore_errors=True)
+                    removed.append(old.name)
         for stale in root.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # half-written by a killed run; never loaded
-            if stale.is_dir() and re.fullmatch(rf"\.{CHECKPOINT_PREFIX}\d+\.tmp", stale.name):
+            if stale.is_dir() and stale.name in owned and re.fullmatch(rf"\.{CHECKPOINT_PREFIX}\d+\.tmp", stale.name):
                 shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale.name)
+        release_outputs(root, removed)
     accelerator.wait_for_everyone()
     return final
 

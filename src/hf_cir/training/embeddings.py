@@ -23,9 +23,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow
 import torch
 
-from .data import IndexStream, load_training_dataset
+from ..utils.errors import one_line
+from .data import IndexStream, load_data_files, load_training_dataset
 
 __all__ = [
     "EMBEDDINGS_INFO_NAME",
@@ -34,6 +36,7 @@ __all__ = [
     "CompoDiffBatchSampler",
     "TaskPool",
     "build_task_pools",
+    "check_embedding_columns",
     "load_embedding_dataset",
 ]
 
@@ -57,17 +60,49 @@ def load_embedding_dataset(name_or_path: str, split: str = "train", cache_dir: s
     path = Path(name_or_path)
     info = {}
     if path.is_dir() and (path / EMBEDDINGS_INFO_NAME).is_file():
-        info = json.loads((path / EMBEDDINGS_INFO_NAME).read_text())
+        try:
+            info = json.loads((path / EMBEDDINGS_INFO_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--train_data {path / EMBEDDINGS_INFO_NAME} is damaged ({one_line(error)}).") from None
+        if not isinstance(info, dict):
+            raise ValueError(f"--train_data {path / EMBEDDINGS_INFO_NAME} is not a JSON object.")
         info["path"] = str(path)
         files = sorted(str(p) for p in (path / EMBEDDINGS_DATA_DIR).glob("*.parquet"))
         if not files:
             raise FileNotFoundError(
-                f"{path} has {EMBEDDINGS_INFO_NAME} but no parquet chunks under {EMBEDDINGS_DATA_DIR}/."
+                f"--train_data {path} has {EMBEDDINGS_INFO_NAME} but no parquet chunks under {EMBEDDINGS_DATA_DIR}/."
             )
-        dataset = datasets.load_dataset("parquet", data_files={split: files}, split=split, cache_dir=cache_dir)
+        dataset = load_data_files(files, split, cache_dir, argument="--train_data")
     else:
-        dataset = load_training_dataset(name_or_path, split=split, cache_dir=cache_dir)
+        dataset = load_training_dataset(name_or_path, split=split, cache_dir=cache_dir, argument="--train_data")
     return dataset, info
+
+
+def _is_numeric_array(data_type) -> bool:
+    """Whether an Arrow type is a (nested) list or tensor of numbers, as embeddings and masks are stored."""
+    while True:
+        if isinstance(data_type, pyarrow.ExtensionType):  # datasets' ArrayND
+            data_type = data_type.storage_type
+        elif pyarrow.types.is_list(data_type) or pyarrow.types.is_large_list(data_type):
+            data_type = data_type.value_type
+        elif pyarrow.types.is_fixed_size_list(data_type):
+            data_type = data_type.value_type
+        else:
+            return pyarrow.types.is_floating(data_type) or pyarrow.types.is_integer(data_type)
+
+
+def check_embedding_columns(dataset: datasets.Dataset, name: str) -> None:
+    """Raise a `ValueError` naming the dataset and column when an embedding dataset has no rows or an embedding or
+    mask column that does not hold arrays of numbers (e.g. text, or plain numbers)."""
+    if len(dataset) == 0:
+        raise ValueError(f"{name} has no rows.")
+    schema = dataset.data.schema
+    for column in ("target_image_embeds", "text_embeds", "reference_image_embeds", "mask", "reverse_text_embeds"):
+        if column in schema.names and not _is_numeric_array(schema.field(column).type):
+            raise ValueError(
+                f"{name}: column {column!r} holds {schema.field(column).type}; expected arrays of numbers "
+                "(the format training/precompute_embeddings.py writes)."
+            )
 
 
 def _row_tasks(dataset: datasets.Dataset) -> list[str]:
@@ -106,6 +141,7 @@ def build_task_pools(sources: list[datasets.Dataset], argument: str = "--train_d
     """Group the rows of every dataset by task and check that each task's rows have the columns it needs."""
     pools: dict[str, list[TaskPool]] = {task: [] for task in TASKS}
     for number, dataset in enumerate(sources):
+        check_embedding_columns(dataset, f"{argument} #{number}")
         tasks = _row_tasks(dataset)
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown:

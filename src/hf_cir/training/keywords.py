@@ -300,9 +300,12 @@ class CaptionMasker:
             fallback); caption `i` always gets the same choices for a given seed.
         fallback_template (`str`, defaults to `"a photo of {}"`):
             Masked caption used when the placeholder does not survive truncation; `{}` is the placeholder.
+        pad_to_max_length (`bool`, defaults to `True`):
+            Pad the token ids to the tokenizer's `model_max_length`; `False` stores each text's own length (to be
+            padded per batch, `hf_cir.training.pad_caption_batch`).
 
     The map function returns the columns `input_ids`, `attention_mask`, `masked_input_ids`,
-    `masked_attention_mask` (padded to the tokenizer's `model_max_length`), `masked_caption` and `mask_fallback`
+    `masked_attention_mask` (truncated to the tokenizer's `model_max_length`), `masked_caption` and `mask_fallback`
     (`MASK_FALLBACK_*`).
 
     Example:
@@ -325,6 +328,7 @@ class CaptionMasker:
     mask_probability: float = 0.5
     seed: int = 0
     fallback_template: str = "a photo of {}"
+    pad_to_max_length: bool = True
 
     def __post_init__(self):
         if self.masking_policy not in ("all", "random"):
@@ -379,6 +383,7 @@ class CaptionMasker:
             self.seed,
             self.fallback_template,
             MASKING_VERSION,
+            *(() if self.pad_to_max_length else ("unpadded",)),
         ):
             digest.update(repr(value).encode())
         return digest.hexdigest()[:32]
@@ -457,7 +462,9 @@ class CaptionMasker:
         captions = [caption for caption, _, _ in triples]
         masked = [masked for _, masked, _ in triples]
         fallbacks = [reason for _, _, reason in triples]
-        encode = dict(padding="max_length", truncation=True, max_length=self.max_length)
+        encode = dict(
+            padding="max_length" if self.pad_to_max_length else False, truncation=True, max_length=self.max_length
+        )
         caption_tokens = self.tokenizer(captions, **encode)
         masked_tokens = self.tokenizer(masked, **encode)
         masked_ids, masked_attention = list(masked_tokens["input_ids"]), list(masked_tokens["attention_mask"])

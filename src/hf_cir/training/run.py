@@ -16,8 +16,12 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from transformers import get_scheduler
 
+from ..utils import atomic_file
+from ..utils.errors import one_line
+from ..utils.progress import disable_progress_bars
 from .card import push_output_to_hub, training_arguments
 from .checkpointing import check_output_dir, load_training_state, resolve_resume_checkpoint
+from .outputs import claim_outputs
 from .utils import resolve_seed
 
 __all__ = [
@@ -73,33 +77,6 @@ def build_accelerator(args, *, tracking: bool = True) -> Accelerator:
     return accelerator
 
 
-def disable_progress_bars() -> None:
-    """Turn off the progress bars of transformers (loading and writing shards), diffusers (pipeline loading),
-    datasets (map, loading) and huggingface_hub (downloads) in this process, through each library's own switch.
-
-    Example:
-
-    ```python
-    >>> import transformers
-    >>> from hf_cir.training import disable_progress_bars
-    >>> disable_progress_bars()
-    >>> transformers.utils.logging.is_progress_bar_enabled()
-    False
-    >>> transformers.utils.logging.enable_progress_bar()
-
-    ```
-    """
-    import datasets
-    import huggingface_hub
-    import transformers
-    from diffusers.utils import logging as diffusers_logging
-
-    transformers.utils.logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    huggingface_hub.utils.disable_progress_bars()
-
-
 def training_progress_bar(accelerator: Accelerator, args, global_step: int = 0):
     """A tqdm bar over the optimizer steps, with the rate and the time left, starting at `global_step` (a resumed
     run); `log_training_step` advances it and shows the loss. Shown on the local main process unless
@@ -128,11 +105,12 @@ def training_progress_bar(accelerator: Accelerator, args, global_step: int = 0):
     )
 
 
-def start_run(accelerator: Accelerator, args, run_identity: dict) -> tuple[Path | None, dict, int]:
+def start_run(accelerator: Accelerator, args, run_identity: dict, may_write=None) -> tuple[Path | None, dict, int]:
     """Start or resume a run in `--output_dir`, in the order that makes resumption exact: resolve
     `--resume_from_checkpoint` before anything random happens, check the output folder against `run_identity` (what
-    must not change between a run and its resumption; main process), then seed every process with the checkpoint's
-    seed, `--seed`, or one drawn at random.
+    must not change between a run and its resumption) and against what the run may write there (`may_write`, see
+    `hf_cir.training.outputs.output_entry_matcher`: nothing hf-cir did not write is ever replaced; main process),
+    then seed every process with the checkpoint's seed, `--seed`, or one drawn at random.
 
     Returns `(resume_dir, state, seed)`: the checkpoint folder to load (or `None`) and its training state (or `{}`).
 
@@ -152,7 +130,9 @@ def start_run(accelerator: Accelerator, args, run_identity: dict) -> tuple[Path 
     output_dir = Path(args.output_dir)
     resume_dir = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)
     if accelerator.is_main_process:
-        check_output_dir(output_dir, run_identity, args.resume_from_checkpoint, args.overwrite_output_dir)
+        check_output_dir(
+            output_dir, run_identity, args.resume_from_checkpoint, args.overwrite_output_dir, may_write=may_write
+        )
     accelerator.wait_for_everyone()
     state = load_training_state(resume_dir) if resume_dir is not None else {}
     seed = state.get("seed", resolve_seed(accelerator, args.seed))
@@ -235,7 +215,10 @@ def resume_training(accelerator: Accelerator, args, resume_dir: Path | None, sta
             logger.info(f"No checkpoint in {args.output_dir}; starting a new run.")
         return 0, []
     logger.info(f"Resuming from {resume_dir}")
-    accelerator.load_state(str(resume_dir))
+    try:
+        accelerator.load_state(str(resume_dir))
+    except Exception as error:  # e.g. weights of another model size: the checkpoint does not fit this run
+        raise ValueError(f"Cannot resume from {resume_dir}: {one_line(error)}") from error
     return state["global_step"], state.get("log_history", [])
 
 
@@ -352,7 +335,8 @@ def finish_run(args, log_history: list) -> None:
     ```
     """
     output_dir = Path(args.output_dir)
-    with open(output_dir / TRAINING_LOG_NAME, "w", encoding="utf-8") as handle:
+    claim_outputs(output_dir, [TRAINING_LOG_NAME])
+    with atomic_file(output_dir / TRAINING_LOG_NAME, "w") as handle:
         json.dump(log_history, handle, indent=1)
     if args.push_to_hub:
         push_output_to_hub(output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -20,7 +19,6 @@ __all__ = [
     "load_pretrained",
     "mixed_precision_dtype",
     "resolve_seed",
-    "append_jsonl",
 ]
 
 
@@ -98,8 +96,3 @@ def isolated_rng() -> Iterator[None]:
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
-
-
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")

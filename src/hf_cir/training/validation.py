@@ -33,7 +33,7 @@ def benchmark_validation(
     ```
     """
     from ..evaluation import evaluate, get_benchmark
-    from ..retrieval.models import LinCIRRetrievalModel
+    from ..retrieval.adapters.lincir import LinCIRRetrievalModel
 
     suite = get_benchmark(benchmark, data_dir, split=split, **benchmark_kwargs)
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import json
 import os
@@ -269,10 +270,33 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
         _fsync_directory(target.parent)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if _is_disk_full(error):
+            raise _disk_full(target) from error
         raise
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is a full disk or quota: ENOSPC / EDQUOT, also when a library wrapped it in its own text."""
+    if not isinstance(error, OSError):
+        return False
+    text = str(error)
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or any(
+        marker in text for marker in ("No space left on device", "Disk quota exceeded")
+    )
+
+
+def _disk_full(target: Path) -> OSError:
+    """One error that says the disk is full, naming the file and the space left (nothing half-written is kept)."""
+    try:
+        free = f"; {shutil.disk_usage(target.parent).free:,} bytes free there"
+    except OSError:
+        free = ""
+    error = OSError(f"the disk is full: no space left to write {target}{free}. Free some space and run it again.")
+    error.errno = errno.ENOSPC
+    return error
 
 
 @contextlib.contextmanager

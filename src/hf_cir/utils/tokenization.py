@@ -13,7 +13,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 _NUM_MERGES = 49152 - 256 - 2
 _BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 
-__all__ = ["find_clip_bpe_file", "build_clip_tokenizer", "unknown_words"]
+__all__ = ["find_clip_bpe_file", "build_clip_tokenizer", "unknown_words", "warn_unknown_words"]
 
 
 def find_clip_bpe_file() -> Path:
@@ -98,3 +98,34 @@ def unknown_words(tokenizer, texts: list[str]) -> list[str]:
             if token_id == unk_id and end > start:
                 found[text[start:end]] = None
     return list(found)
+
+
+def warn_unknown_words(tokenizer, texts: list[str], stacklevel: int = 2) -> list[str]:
+    """Warn (a `UserWarning`) naming the words of `texts` that `tokenizer` encodes as its unknown token, and return
+    them: the one check of [`LinCIRProcessor`], [`CompoDiffPipeline`] and so of every hf-cir command.
+
+    Example:
+
+    ```python
+    >>> import warnings
+    >>> from hf_cir.toy.tokenization import build_toy_tokenizer
+    >>> from hf_cir.utils.tokenization import warn_unknown_words
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = warn_unknown_words(build_toy_tokenizer(), ["make it teal"])
+    >>> print(caught[0].message)
+    The tokenizer does not know the word(s) 'teal': they are encoded as its unknown token (the model knows nothing of them).
+    ```
+    """
+    import warnings
+
+    unknown = unknown_words(tokenizer, texts)
+    if unknown:
+        name = getattr(tokenizer, "name_or_path", "") or ""
+        owner = f"The tokenizer ({name})" if name else "The tokenizer"
+        warnings.warn(
+            f"{owner} does not know the word(s) {', '.join(map(repr, unknown))}: they are encoded as its unknown "
+            "token (the model knows nothing of them).",
+            stacklevel=stacklevel + 1,
+        )
+    return unknown

@@ -37,7 +37,8 @@ def test_interactive_preset_in_one_line(toy_pipe, image_embeds):
     preset = SAMPLING_PRESETS["interactive"]
     steps, samples = preset["num_inference_steps"], preset["num_samples_per_prompt"]
     reference = sample(toy_pipe, image_embeds)
-    fp32 = CompoDiffPipeline(**toy_pipe.components)
+    defaults = {key: value for key, value in toy_pipe.config.items() if key.startswith("default_")}
+    fp32 = CompoDiffPipeline(**toy_pipe.components, **defaults)  # the checkpoint's guidance, as `toy_pipe` samples
     fp32.set_progress_bar_config(disable=True)
     fp32.scheduler = DPMSolverMultistepScheduler.from_config(toy_pipe.scheduler.config, **preset["scheduler_kwargs"])
     expected = sample(fp32, image_embeds, num_inference_steps=steps, num_samples_per_prompt=samples)

@@ -401,8 +401,8 @@ class CompoDiffPriorTransformer(ModelMixin, ConfigMixin):
         self.norm_out = CompoDiffLayerNorm(embedding_dim, stable=True)
         self.proj_out = nn.Linear(embedding_dim, embedding_dim, bias=False)
         # Computed, not learned, and not saved: ModelMixin.from_pretrained builds on the meta device and only
-        # fills saved tensors, so the buffer is rebuilt from scratch in `_rotary_frequencies` when needed.
-        self.register_buffer("rotary_frequencies", self._rotary_frequencies(), persistent=False)
+        # fills saved tensors, so the buffer is rebuilt from scratch in `compute_rotary_frequencies` when needed.
+        self.register_buffer("rotary_frequencies", self.compute_rotary_frequencies(), persistent=False)
         self.gradient_checkpointing = False
 
     @classmethod
@@ -420,8 +420,9 @@ class CompoDiffPriorTransformer(ModelMixin, ConfigMixin):
                     tensor.data = tensor.data.clone()
         return model
 
-    def _rotary_frequencies(self, device: torch.device | None = None) -> torch.Tensor:
-        # theta^(-2i/d) for i < d/2, in float32 (RoFormer, Su et al. 2021).
+    def compute_rotary_frequencies(self, device: torch.device | None = None) -> torch.Tensor:
+        """The rotary embedding's frequencies theta^(-2i/d) for i < d/2, in float32 (RoFormer, Su et al. 2021): a fixed
+        function of the config, never learned (conversion checks a checkpoint's against them)."""
         dim = self.config.rotary_dim or min(32, self.config.attention_head_dim)
         exponents = torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim
         return 1.0 / (self.config.rotary_theta**exponents)
@@ -429,7 +430,7 @@ class CompoDiffPriorTransformer(ModelMixin, ConfigMixin):
     def _rotary_cos_sin(self, length: int, dtype: torch.dtype, device: torch.device):
         frequencies = self.rotary_frequencies
         if frequencies.device.type == "meta" or frequencies.device != device:
-            frequencies = self._rotary_frequencies(device)
+            frequencies = self.compute_rotary_frequencies(device)
             self.rotary_frequencies = frequencies
         angles = torch.arange(length, device=device, dtype=dtype).to(frequencies.dtype)[:, None] * frequencies
         angles = angles.repeat_interleave(2, dim=-1).to(dtype)

@@ -277,6 +277,28 @@ class LinCIRModel(LinCIRPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.text_model.set_input_embeddings(value)
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """
+        transformers' [`~PreTrainedModel.resize_token_embeddings`] of the text tower, refused with a `ValueError` when
+        the new vocabulary would no longer hold the placeholder (`config.placeholder_token_id`): every composed query
+        puts the pseudo word in that row, so growing the vocabulary keeps it and shrinking may cut only above it.
+        """
+        placeholder_token_id = self.config.placeholder_token_id
+        if new_num_tokens is not None and placeholder_token_id is not None:
+            size = new_num_tokens
+            if pad_to_multiple_of:
+                size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+            if size <= placeholder_token_id:
+                raise ValueError(
+                    f"Cannot resize the token embeddings to {size} tokens: the placeholder "
+                    f"{self.config.placeholder_token!r} has id {placeholder_token_id}, which would fall outside the "
+                    f"vocabulary. Keep at least {placeholder_token_id + 1} tokens (or choose a placeholder with a "
+                    "smaller id, e.g. `LinCIRModel.from_clip(..., placeholder_token=...)`)."
+                )
+        return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+
     @classmethod
     def from_clip(
         cls,
@@ -506,6 +528,7 @@ class LinCIRModel(LinCIRPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        text_embeds: torch.FloatTensor | None = None,
     ) -> LinCIROutput | tuple:
         r"""
         What the inputs ask for, in one [`LinCIROutput`]:
@@ -517,7 +540,9 @@ class LinCIRModel(LinCIRPreTrainedModel):
           CVPR 2024, Sec. 3), `loss`: phi must turn the noisy text embedding of a caption into a pseudo word that, put
           in place of the caption's keywords, gives back the caption's own embedding.
 
-          1. `e = text features of input_ids` (the target `text_embeds`; computed without gradients).
+          1. `e = text features of input_ids` (the target `text_embeds`; computed without gradients, or given as
+             `text_embeds`: the frozen tower's features are a function of the caption alone, so training may compute
+             them once per caption).
           2. `x = e + noise`. By default `noise = u * n` with `u ~ U(0, 1)` per caption and `n ~ N(0, I)`, as the
              reference `train_phi.py` draws it (`torch.rand` then `torch.randn`). With `noise_std=s`,
              `noise ~ N(0, (s * ||e|| / sqrt(d))^2 I)` per caption, so that `s` is the expected noise-to-signal norm
@@ -543,6 +568,9 @@ class LinCIRModel(LinCIRPreTrainedModel):
             output_attentions, output_hidden_states (`bool`, *optional*):
                 Return the towers' attentions / hidden states in `text_model_output` / `vision_model_output`.
             return_dict (`bool`, *optional*): Return a [`LinCIROutput`] (default) or a tuple.
+            text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
+                With `masked_input_ids`: the text features of the captions, precomputed (then `input_ids` may be
+                left out).
 
         Example:
 
@@ -568,14 +596,23 @@ class LinCIRModel(LinCIRPreTrainedModel):
         tower_kwargs = _output_flags(output_attentions, output_hidden_states)
         has_image = pixel_values is not None or image_embeds is not None
         if masked_input_ids is not None:
-            if input_ids is None or has_image:
+            if (input_ids is None and text_embeds is None) or has_image:
                 raise ValueError(
-                    "The training loss takes `input_ids` (the captions) with `masked_input_ids` and no image; for a "
-                    "composed query pass `input_ids` with `pixel_values` or `image_embeds` and no `masked_input_ids`."
+                    "The training loss takes `input_ids` (the captions) or their `text_embeds` with `masked_input_ids` "
+                    "and no image; for a composed query pass `input_ids` with `pixel_values` or `image_embeds` and no "
+                    "`masked_input_ids`."
                 )
             output = self._self_masking_projection(
-                input_ids, masked_input_ids, attention_mask, masked_attention_mask, noise_std, tower_kwargs
+                input_ids,
+                masked_input_ids,
+                attention_mask,
+                masked_attention_mask,
+                noise_std,
+                tower_kwargs,
+                text_embeds,
             )
+        elif text_embeds is not None:
+            raise ValueError("`text_embeds` (precomputed caption features) only go with `masked_input_ids`.")
         elif input_ids is not None and has_image:
             text_output, image_embeds, pseudo_tokens, vision_output = self._compose(
                 input_ids,
@@ -615,17 +652,22 @@ class LinCIRModel(LinCIRPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _self_masking_projection(
-        self, input_ids, masked_input_ids, attention_mask, masked_attention_mask, noise_std, tower_kwargs
+        self, input_ids, masked_input_ids, attention_mask, masked_attention_mask, noise_std, tower_kwargs, text_embeds
     ) -> LinCIROutput:
-        if input_ids.shape[0] != masked_input_ids.shape[0]:
+        captions = input_ids if text_embeds is None else text_embeds
+        if captions.shape[0] != masked_input_ids.shape[0]:
+            name = "input_ids" if text_embeds is None else "text_embeds"
             raise ValueError(
-                f"`input_ids` has {input_ids.shape[0]} captions but `masked_input_ids` has {masked_input_ids.shape[0]}."
+                f"`{name}` has {captions.shape[0]} captions but `masked_input_ids` has {masked_input_ids.shape[0]}."
             )
         if noise_std is not None and noise_std < 0:
             raise ValueError(f"`noise_std` must be >= 0, got {noise_std}.")
 
-        with torch.no_grad():
-            text_embeds = self.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
+        if text_embeds is None:
+            with torch.no_grad():
+                text_embeds = self.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
+        else:
+            text_embeds = text_embeds.detach()
 
         batch_size, dim = text_embeds.shape
         if noise_std is None:

@@ -3,7 +3,9 @@
 
 This file is self-contained (it imports only `transformers`, `PIL`, `numpy` and its sibling files): `save_pretrained`
 copies it next to the tokenizer so that `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` works without
-hf-cir installed.
+hf-cir installed. Where hf-cir is installed, images and texts go through its input checks (`hf_cir.utils`: the one RGB
+conversion, the aspect-ratio bound and the unknown-word warning that its CLI, index and app use); a remote-code copy
+without hf-cir falls back to the CLIP image processor's own RGB conversion and does not check words.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import ImageInput, load_image
 from transformers.processing_utils import ProcessingKwargs, Unpack
 from transformers.utils import logging
+
+try:  # hf-cir's shared input checks (see the module docstring); optional, so that the remote-code copy stays usable.
+    from hf_cir.utils.images import check_image_size as _check_image_size
+    from hf_cir.utils.images import load_image as _load_image
+    from hf_cir.utils.tokenization import warn_unknown_words as _warn_unknown_words
+except ImportError:
+    _check_image_size = _load_image = _warn_unknown_words = None
 
 from .configuration_lincir import PLACEHOLDER_TOKEN, PROMPT_TEMPLATE, validate_prompt_template
 
@@ -166,7 +175,10 @@ class LinCIRProcessor(ProcessorMixin):
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, path, `torch.Tensor` or a list of them, *optional*):
-                The reference images; any PIL mode (RGBA, grayscale, palette, ...) is converted to RGB.
+                The reference images; any PIL mode (RGBA, grayscale, palette, ...) is converted to RGB. Also in the
+                nested format of transformers' multimodal processors, one list per text: `[[image], [], [image]]`
+                (a text whose list is empty has no reference image and is used as written, a text query; the
+                returned `pixel_values` hold the given images only, in order).
             text (`str` or `list[str]`, *optional*):
                 The texts. With images, a text without the placeholder goes into `prompt_template`.
             compose (`bool`, *optional*):
@@ -200,27 +212,55 @@ class LinCIRProcessor(ProcessorMixin):
                 texts = list(text)
             else:
                 raise TypeError(f"`text` must be a string or a list of strings, got {type(text).__name__}.")
+        # Which samples come with a reference image: all of them, or (transformers' nested format, one list per
+        # sample) those whose list holds one.
+        with_image = None
         if images is not None:
-            images = self._prepare_images(images)
-            if texts is not None and len(images) != len(texts):
+            images, with_image = self._per_sample_images(images)
+            prepared = self._prepare_images(images) if with_image is None or images else []
+            with_image = [True] * len(prepared) if with_image is None else with_image
+            if texts is not None and len(with_image) != len(texts):
                 raise ValueError(
-                    f"Got {len(images)} images and {len(texts)} texts: each reference image needs exactly one "
+                    f"Got {len(with_image)} images and {len(texts)} texts: each reference image needs exactly one "
                     "modification text (the batch sizes must match)."
                 )
-            data.update(self.image_processor(images, **images_kwargs))
+            if prepared:
+                data.update(self.image_processor(prepared, **images_kwargs))
         if texts is not None:
-            compose = images is not None if compose is None else compose
-            if compose:
-                texts = [self._apply_template(t, i) for i, t in enumerate(texts)]
+            if compose is not None:
+                composed = [compose] * len(texts)
+            else:
+                composed = with_image if with_image is not None else [False] * len(texts)
+            texts = [self._apply_template(t, i) if composed[i] else t for i, t in enumerate(texts)]
+            if _warn_unknown_words is not None:
+                _warn_unknown_words(self.tokenizer, texts, stacklevel=2)
             encoding = self.tokenizer(texts, **text_kwargs)
-            self._check_truncation(texts, encoding, text_kwargs, compose)
+            self._check_truncation(texts, encoding, text_kwargs, composed)
             data.update(encoding)
         return_tensors = (
             text_kwargs.get("return_tensors") if texts is not None else images_kwargs.get("return_tensors")
         )
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _check_truncation(self, texts: list[str], encoding, text_kwargs: dict, compose: bool) -> None:
+    @staticmethod
+    def _per_sample_images(images) -> tuple[list, list[bool] | None]:
+        """`(the images, whether each sample has one)`; the latter is `None` for a flat batch (every sample has its
+        image). The nested format of transformers' multimodal processors (`[[image], [], [image]]`) gives a sample no
+        image with `[]`, and its text is then used as written (a text query)."""
+        if not isinstance(images, (list, tuple)) or not any(isinstance(item, (list, tuple)) for item in images):
+            return images, None
+        flat, with_image = [], []
+        for index, item in enumerate(images):
+            item = list(item) if isinstance(item, (list, tuple)) else [item]
+            if len(item) > 1:
+                raise ValueError(
+                    f"`images[{index}]` holds {len(item)} images: LinCIR composes each text with one reference image."
+                )
+            flat += item
+            with_image.append(bool(item))
+        return flat, with_image
+
+    def _check_truncation(self, texts: list[str], encoding, text_kwargs: dict, composed: list[bool]) -> None:
         if not text_kwargs.get("truncation"):
             return
         max_length = text_kwargs.get("max_length") or self.tokenizer.model_max_length
@@ -231,13 +271,12 @@ class LinCIRProcessor(ProcessorMixin):
                 f"Texts {truncated} are longer than the {max_length}-token context and were truncated (the EOS "
                 "token is kept)."
             )
-        if compose:
-            for i, ids in enumerate(encoding["input_ids"]):
-                if self.placeholder_token_id not in (ids.tolist() if hasattr(ids, "tolist") else ids):
-                    raise ValueError(
-                        f"The placeholder {self.placeholder_token!r} of text {i} lies beyond the "
-                        f"{max_length}-token context and was truncated away; shorten the text."
-                    )
+        for i, ids in enumerate(encoding["input_ids"]):
+            if composed[i] and self.placeholder_token_id not in (ids.tolist() if hasattr(ids, "tolist") else ids):
+                raise ValueError(
+                    f"The placeholder {self.placeholder_token!r} of text {i} lies beyond the "
+                    f"{max_length}-token context and was truncated away; shorten the text."
+                )
 
     def _apply_template(self, text: str, index: int) -> str:
         if self.placeholder_token_id in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
@@ -251,8 +290,10 @@ class LinCIRProcessor(ProcessorMixin):
         return self.prompt_template.replace("{}", text, 1)
 
     def _prepare_images(self, images) -> list:
-        # Paths are opened here and grayscale arrays become images; the image processor (`do_convert_rgb`) turns every
-        # PIL mode into RGB, compositing transparent pixels over white.
+        # With hf-cir installed, paths, PIL images and (H, W[, C]) arrays become RGB through its one conversion (the
+        # CLI's, the index's and the app's); otherwise the image processor (`do_convert_rgb`) converts every PIL mode,
+        # compositing transparent pixels over white. An empty image is refused either way, and with hf-cir an absurd
+        # aspect ratio too, before the image processor's resize could blow it up.
         if isinstance(images, (list, tuple)):
             images = list(images)
         elif hasattr(images, "ndim") and not isinstance(images, np.ndarray) and images.ndim == 4:
@@ -263,14 +304,36 @@ class LinCIRProcessor(ProcessorMixin):
             raise ValueError("`images` is an empty list.")
         prepared = []
         for i, image in enumerate(images):
-            if isinstance(image, (str, os.PathLike)):
-                image = _open_image(image, f"images[{i}]")
+            name = f"images[{i}]"
+            is_channels_last_array = isinstance(image, np.ndarray) and (
+                image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4))
+            )
+            if _load_image is not None and (
+                isinstance(image, (str, os.PathLike, Image.Image)) or is_channels_last_array
+            ):
+                image = _load_image(image, name=name)
+            elif isinstance(image, (str, os.PathLike)):
+                image = _open_image(image, name)
             elif isinstance(image, np.ndarray) and image.ndim == 2:
                 image = Image.fromarray(image)
-            if isinstance(image, Image.Image) and 0 in image.size:
-                raise ValueError(f"`images[{i}]` is empty (size {image.size}).")
+            width, height = image.size if isinstance(image, Image.Image) else _array_size(image)
+            if _check_image_size is not None:
+                _check_image_size(width, height, name=name)
+            elif 0 in (width, height):
+                raise ValueError(f"`{name}` is empty ({width}x{height} pixels).")
             prepared.append(image)
         return prepared
+
+
+def _array_size(image) -> tuple[int, int]:
+    """`(width, height)` of an array or tensor image, channels first or last (as the image processor infers it)."""
+    from transformers.image_utils import get_image_size, to_numpy_array
+
+    array = to_numpy_array(image) if not isinstance(image, np.ndarray) else image
+    if 0 in array.shape:
+        return 0, 0
+    height, width = get_image_size(array)
+    return width, height
 
 
 def _open_image(path: str | os.PathLike, name: str) -> Image.Image:

@@ -2,7 +2,10 @@
 #
 # This file imports only torch, numpy, PIL, transformers, diffusers and the standard library: it is also the
 # `pipeline_compodiff.py` of the Hub remote-code layout (see pipelines/compodiff/README.md), which must load in a
-# process that never imported hf_cir. The prior and the scheduler are used through their public methods only.
+# process that never imported hf_cir. The prior and the scheduler are used through their public methods only. Where
+# hf-cir is installed, images and texts go through its input checks (`hf_cir.utils`: the one RGB conversion, the
+# aspect-ratio bound, the unknown-word warning of its CLI, index and app); without it, diffusers' and the image
+# processor's own conversion applies and words are not checked.
 """CompoDiff as a diffusers pipeline: (reference image, text, mask) -> composed CLIP image embedding."""
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ from diffusers.utils import BaseOutput, load_image, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPVisionModelWithProjection, PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
+
+try:  # hf-cir's shared input checks (see the header); optional, so that the remote-code copy stays usable.
+    from hf_cir.utils.images import load_image as _hf_cir_load_image
+    from hf_cir.utils.tokenization import warn_unknown_words as _warn_unknown_words
+except ImportError:
+    _hf_cir_load_image = _warn_unknown_words = None
 
 __all__ = [
     "SAMPLING_PRESETS",
@@ -66,7 +75,9 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
-OUTPUT_TYPES = ("pt", "np")
+# "pt" / "np": the composed query embeddings as torch / numpy; "latent": the raw samples of the prior (torch), before
+# they are averaged per query and mixed with the reference image (as diffusers' image pipelines return latents).
+OUTPUT_TYPES = ("pt", "np", "latent")
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 
 # Named sampling settings for `CompoDiffPipeline.apply_preset`, chosen with benchmarks/bench_compodiff_quality.py
@@ -273,7 +284,10 @@ class CompoDiffPipelineOutput(BaseOutput):
     Args:
         image_embeds (`torch.Tensor` or `np.ndarray` of shape `(batch_size * num_images_per_prompt, embedding_dim)`):
             The composed query embeddings, `num_images_per_prompt` per prompt (prompt by prompt), each the mean of
-            its `num_samples_per_prompt` samples, not normalised (L2-normalise them before a cosine search).
+            its `num_samples_per_prompt` samples, not normalised (L2-normalise them before a cosine search). With
+            `output_type="latent"`: the prior's raw samples, shape `(batch_size * num_images_per_prompt *
+            num_samples_per_prompt, embedding_dim)` (rows grouped by returned embedding), before the averaging and
+            `source_weight`.
     """
 
     image_embeds: torch.Tensor | np.ndarray
@@ -331,6 +345,10 @@ class CompoDiffPipeline(DiffusionPipeline):
         tokenizer: PreTrainedTokenizerBase | None = None,
         image_encoder: CLIPVisionModelWithProjection | None = None,
         image_processor: BaseImageProcessor | None = None,
+        default_guidance_scale: float = 7.5,
+        default_image_guidance_scale: float = 1.5,
+        default_num_inference_steps: int = 10,
+        default_num_samples_per_prompt: int = 2,
     ):
         super().__init__()
         self.register_modules(
@@ -341,11 +359,23 @@ class CompoDiffPipeline(DiffusionPipeline):
             image_encoder=image_encoder,
             image_processor=image_processor,
         )
+        # The checkpoint's own sampling defaults (`model_index.json`; a folder without them gets the reference's
+        # 7.5 / 1.5, 10 steps, 2 samples): what `__call__` uses for an argument left at None. `apply_preset` changes
+        # the steps and samples; `set_sampling_defaults` any of them.
+        self.register_to_config(
+            default_guidance_scale=default_guidance_scale,
+            default_image_guidance_scale=default_image_guidance_scale,
+            default_num_inference_steps=default_num_inference_steps,
+            default_num_samples_per_prompt=default_num_samples_per_prompt,
+        )
         self.use_context_cache = True
-        # What `__call__` uses when `num_inference_steps` / `num_samples_per_prompt` are not given
-        # (`apply_preset` changes them).
-        self.default_num_inference_steps = 10
-        self.default_num_samples_per_prompt = 2
+        # Every scheduler class this pipeline has run with: `set_scheduler` can always switch back to one of them
+        # (a diffusers solver's `compatibles` do not name CompoDiffScheduler).
+        self._scheduler_classes = {type(scheduler).__name__: type(scheduler)}
+        self.default_guidance_scale = float(default_guidance_scale)
+        self.default_image_guidance_scale = float(default_image_guidance_scale)
+        self.default_num_inference_steps = int(default_num_inference_steps)
+        self.default_num_samples_per_prompt = int(default_num_samples_per_prompt)
         self.text_encoding_cache: TextEncodingCache | None = None
         # Runs step 5 of `__call__` instead of the loop below when set and it accepts the call (returns the final
         # latents; None runs the loop): hf_cir.pipelines.compodiff.captured_sampling.CapturedSamplingLoop replays
@@ -420,6 +450,34 @@ class CompoDiffPipeline(DiffusionPipeline):
             warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
             quantize_dynamic(module, blocks, dtype=torch.qint8, inplace=True)
 
+    def set_sampling_defaults(
+        self,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
+        num_inference_steps: int | None = None,
+        num_samples_per_prompt: int | None = None,
+    ) -> None:
+        """
+        Change what `__call__` uses for arguments left at None; `save_pretrained` then records them in
+        `model_index.json`, so that every caller of the saved folder samples the same way. Arguments left at None
+        keep their current value.
+        """
+        for name, value, low in (
+            ("guidance_scale", guidance_scale, 0),
+            ("image_guidance_scale", image_guidance_scale, 0),
+            ("num_inference_steps", num_inference_steps, 1),
+            ("num_samples_per_prompt", num_samples_per_prompt, 1),
+        ):
+            if value is None:
+                continue
+            integral = name.startswith("num_")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and value != int(value)):
+                raise ValueError(f"`{name}` must be {'an integer' if integral else 'a number'}; got {value!r}.")
+            if value < low:
+                raise ValueError(f"`{name}` must be >= {low}; got {value!r}.")
+            setattr(self, f"default_{name}", int(value) if integral else float(value))
+            self.register_to_config(**{f"default_{name}": getattr(self, f"default_{name}")})
+
     def apply_preset(self, name: str) -> None:
         """
         Switch to a named sampling setting of [`SAMPLING_PRESETS`] in one line: its scheduler (made from this
@@ -434,8 +492,8 @@ class CompoDiffPipeline(DiffusionPipeline):
         averaged over both seeds, are each within a point of the default 10-step float32 path, and a full-size query
         with a new modification text each time (bigG-sized text encoder + 140 M prior) ran 5.1x faster than the
         default path on an idle 2-vCPU AVX2 CPU (3.4x without the cache, which spares the negative prompt's encoder
-        pass; benchmarks/bench_compodiff_quality.py, numbers in benchmarks/README.md). The defaults of the pipeline
-        stay the reference's.
+        pass; benchmarks/bench_compodiff_quality.py, numbers in benchmarks/README.md). The guidance defaults stay
+        the checkpoint's (`default_guidance_scale`, `default_image_guidance_scale`).
         """
         if name not in SAMPLING_PRESETS:
             raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(SAMPLING_PRESETS)}.")
@@ -453,13 +511,28 @@ class CompoDiffPipeline(DiffusionPipeline):
     def set_scheduler(self, name: str, **kwargs) -> None:
         """
         Replace the scheduler by the one named `name` (its class name), made with `from_config` of the current
-        scheduler's config plus `kwargs`: the current class, or one of `self.scheduler.compatibles`.
+        scheduler's config plus `kwargs`: the current class, one of `self.scheduler.compatibles`, or a class this
+        pipeline ran with before (so `set_scheduler("CompoDiffScheduler")` undoes `apply_preset`'s solver, with the
+        same settings: the round trip keeps the configuration).
         """
-        classes = {type(self.scheduler).__name__: type(self.scheduler)}
+        known = getattr(self, "_scheduler_classes", {})
+        classes = {**known, type(self.scheduler).__name__: type(self.scheduler)}
         classes.update({cls.__name__: cls for cls in self.scheduler.compatibles})
         if name not in classes:
             raise ValueError(f"Unknown or incompatible scheduler {name!r}; expected one of {sorted(classes)}.")
-        self.scheduler = classes[name].from_config(self.scheduler.config, **kwargs)
+        target = classes[name]
+        # Settings the new class does not take (CompoDiff's `cosine_s`, a solver's `algorithm_type`) ride along as
+        # hidden config, as diffusers keeps them between its own compatible schedulers, so that switching back
+        # restores them; passed to `from_config` they would only earn diffusers' "not expected" warning.
+        accepted = set(inspect.signature(target.__init__).parameters)
+        # Every value the current scheduler holds is its truth: diffusers' `_use_default_values` would otherwise give
+        # a shared setting the *new* class's default (e.g. its own `beta_schedule`).
+        config = {k: v for k, v in self.scheduler.config.items() if k != "_use_default_values"}
+        foreign = {k: v for k, v in config.items() if not k.startswith("_") and k not in accepted and k not in kwargs}
+        scheduler = target.from_config({k: v for k, v in config.items() if k not in foreign}, **kwargs)
+        scheduler.register_to_config(**foreign)
+        self._scheduler_classes = {**classes, type(self.scheduler).__name__: type(self.scheduler)}
+        self.scheduler = scheduler
 
     # ------------------------------------------------------------------------------------------------ encoders
 
@@ -468,6 +541,8 @@ class CompoDiffPipeline(DiffusionPipeline):
             raise ValueError(f"This pipeline has no `text_encoder`/`tokenizer`: pass `{argument}` instead.")
         cache = self.text_encoding_cache
         distinct = list(dict.fromkeys(texts))
+        if _warn_unknown_words is not None:
+            _warn_unknown_words(self.tokenizer, distinct, stacklevel=5)  # encode_prompt, __call__, no_grad, caller
         if cache is None or len(distinct) > cache.max_entries:  # no cache, or more texts than it holds
             return self._run_text_encoder(texts, device)
         cache.bind(self.text_encoder, self.tokenizer, device)
@@ -564,8 +639,10 @@ class CompoDiffPipeline(DiffusionPipeline):
             raise ValueError("This pipeline has no `image_processor`: pass pixel values or `image_embeds`.")
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         opened = []
-        for item in images:
-            if isinstance(item, (str, os.PathLike)):
+        for index, item in enumerate(images):
+            if _hf_cir_load_image is not None and isinstance(item, (str, os.PathLike, PIL.Image.Image, np.ndarray)):
+                item = _hf_cir_load_image(item, name="image" if len(images) == 1 else f"image[{index}]")
+            elif isinstance(item, (str, os.PathLike)):
                 if not os.path.isfile(item):
                     raise FileNotFoundError(f"`image`: no such file: {item}")
                 try:
@@ -693,6 +770,7 @@ class CompoDiffPipeline(DiffusionPipeline):
         output_type,
         num_images_per_prompt=1,
         callback_on_step_end_tensor_inputs=None,
+        mask_image=None,
     ):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Pass exactly one of `prompt` and `prompt_embeds`.")
@@ -735,6 +813,41 @@ class CompoDiffPipeline(DiffusionPipeline):
             )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if mask_image is not None:
+            self._check_mask_values(mask_image)
+
+    @staticmethod
+    def _check_mask_values(mask_image) -> None:
+        """A tensor or array mask: real, finite, 2 to 4 dimensions, values in [0, 1] (1 = masked). PIL masks are
+        checked for mode and size where they are preprocessed; a tensor mask's size where it is resized."""
+        if isinstance(mask_image, (PIL.Image.Image, list, tuple)):
+            return
+        if isinstance(mask_image, np.ndarray):
+            if not (np.issubdtype(mask_image.dtype, np.number) or mask_image.dtype == np.bool_) or np.issubdtype(
+                mask_image.dtype, np.complexfloating
+            ):
+                raise ValueError(f"`mask_image` must hold real numbers in [0, 1], got dtype {mask_image.dtype}.")
+            mask_image = torch.from_numpy(np.asarray(mask_image, dtype=np.float32))
+        if not isinstance(mask_image, torch.Tensor):
+            raise ValueError(
+                f"`mask_image` must be a PIL image, a list of them, an array or a tensor, got {type(mask_image).__name__}."
+            )
+        if mask_image.is_complex():
+            raise ValueError(f"`mask_image` must hold real numbers in [0, 1], got dtype {mask_image.dtype}.")
+        if mask_image.ndim not in (2, 3, 4) or mask_image.numel() == 0:
+            raise ValueError(
+                "`mask_image` tensor must be (H, W), (batch, H, W) or (batch, 1, H, W) and not empty, got shape "
+                f"{tuple(mask_image.shape)}."
+            )
+        values = mask_image.detach().float()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError("`mask_image` holds non-finite values (NaN or infinity); a mask is 0 or 1 (1 = masked).")
+        low, high = values.min().item(), values.max().item()
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"`mask_image` values must lie in [0, 1] (1 = masked, binarised at 0.5), got [{low:g}, {high:g}]; "
+                "divide a 0-255 mask by 255."
+            )
 
     # ------------------------------------------------------------------------------------------------- sampling
 
@@ -817,8 +930,8 @@ class CompoDiffPipeline(DiffusionPipeline):
         negative_prompt: str | list[str] | None = "",
         mask_image=None,
         num_inference_steps: int | None = None,
-        guidance_scale: float = 7.5,
-        image_guidance_scale: float = 1.5,
+        guidance_scale: float | None = None,
+        image_guidance_scale: float | None = None,
         num_samples_per_prompt: int | None = None,
         num_images_per_prompt: int = 1,
         source_weight: float = 0.0,
@@ -850,8 +963,11 @@ class CompoDiffPipeline(DiffusionPipeline):
             num_inference_steps (`int`, *optional*, defaults to `pipe.default_num_inference_steps`, 10): With
                 [`CompoDiffScheduler`], the reference's `timesteps` argument (10 gives 9 prior evaluations); with a
                 diffusers scheduler, its number of steps (prior evaluations for a first-order or multistep solver).
-            guidance_scale (`float`, *optional*, defaults to 7.5): Text guidance, >= 0.
-            image_guidance_scale (`float`, *optional*, defaults to 1.5): Image guidance, >= 0.
+            guidance_scale (`float`, *optional*, defaults to `pipe.default_guidance_scale`): Text guidance, >= 0.
+                The default is the checkpoint's (`default_guidance_scale` in `model_index.json`; the reference's
+                7.5 when the folder does not set it).
+            image_guidance_scale (`float`, *optional*, defaults to `pipe.default_image_guidance_scale`): Image
+                guidance, >= 0 (the checkpoint's `default_image_guidance_scale`; 1.5 when not set).
             num_samples_per_prompt (`int`, *optional*, defaults to `pipe.default_num_samples_per_prompt`, 2):
                 Diffusion samples averaged into each returned
                 embedding (the reference's `num_samples`: averaging is what makes a CompoDiff query stable).
@@ -872,7 +988,9 @@ class CompoDiffPipeline(DiffusionPipeline):
             negative_prompt_embeds (`torch.Tensor` of shape `(1 or batch, length, text_dim)`, *optional*).
             image_embeds (`torch.Tensor` of shape `(batch, embedding_dim)`, *optional*): Precomputed image
                 conditions; skips the image encoder.
-            output_type (`str`, *optional*, defaults to `"pt"`): `"pt"` (torch) or `"np"` (numpy).
+            output_type (`str`, *optional*, defaults to `"pt"`): `"pt"` (the query embeddings as torch tensors),
+                `"np"` (the same as numpy arrays) or `"latent"` (the prior's raw samples as torch tensors, one row
+                per sample, before averaging and `source_weight`: what the denoising loop and callbacks see).
             return_dict (`bool`, *optional*, defaults to `True`): Return a [`CompoDiffPipelineOutput`], else a tuple.
             callback_on_step_end (`Callable`, [`~diffusers.callbacks.PipelineCallback`] or
                 [`~diffusers.callbacks.MultiPipelineCallbacks`], *optional*): Called after every denoising step as
@@ -893,6 +1011,10 @@ class CompoDiffPipeline(DiffusionPipeline):
             num_inference_steps = self.default_num_inference_steps
         if num_samples_per_prompt is None:
             num_samples_per_prompt = self.default_num_samples_per_prompt
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance_scale
+        if image_guidance_scale is None:
+            image_guidance_scale = self.default_image_guidance_scale
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
@@ -909,6 +1031,7 @@ class CompoDiffPipeline(DiffusionPipeline):
             output_type,
             num_images_per_prompt,
             callback_on_step_end_tensor_inputs,
+            mask_image,
         )
         self._guidance_scale = guidance_scale
         self._image_guidance_scale = image_guidance_scale
@@ -1054,10 +1177,14 @@ class CompoDiffPipeline(DiffusionPipeline):
         if captured is not None:
             latents = captured
 
-        # 6. Average the samples of each query; optionally mix in the reference image embedding.
-        output = latents.view(batch, samples, embedding_dim).mean(dim=1)
-        if source_weight != 0:
-            output = (1 - source_weight) * output + source_weight * image_embeds
+        # 6. Average the samples of each query; optionally mix in the reference image embedding. `"latent"` returns
+        # the raw samples instead (diffusers' pipelines return their latents before decoding the same way).
+        if output_type == "latent":
+            output = latents
+        else:
+            output = latents.view(batch, samples, embedding_dim).mean(dim=1)
+            if source_weight != 0:
+                output = (1 - source_weight) * output + source_weight * image_embeds
 
         self.maybe_free_model_hooks()
         if output_type == "np":

@@ -1,4 +1,7 @@
-"""A tiny CLIP trained contrastively on the toy world, on a CPU, in minutes.
+"""Train the toy CLIP: a tiny CLIP trained contrastively on the toy world, on a CPU, in minutes.
+
+A build tool of `make toy-models` (`training/toy/build_toy_models.py`), not part of the installed package: the
+package ships the trained folder (`hf_cir/toy/checkpoints/clip`).
 
 The model is a plain transformers `CLIPModel` with a small config, saved as an ordinary CLIP folder (safetensors,
 the toy tokenizer, a 32-pixel `CLIPImageProcessor`), so everything that loads CLIP loads it: `LinCIRModel.from_clip`,
@@ -26,11 +29,11 @@ from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from ..hub import render_model_card
-from ..utils import atomic_directory
-from ..utils.io import ArtefactKind
-from .tokenization import build_toy_tokenizer
-from .world import CAPTION_TEMPLATES, ToyWorld
+from hf_cir.hub import render_model_card
+from hf_cir.toy.tokenization import build_toy_tokenizer
+from hf_cir.toy.world import CAPTION_TEMPLATES, ToyWorld
+from hf_cir.utils import atomic_directory
+from hf_cir.utils.io import ArtefactKind
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,12 @@ class ToyCLIPTrainingArguments:
         weight_decay: AdamW weight decay (not applied to biases, norms and embeddings).
         variants: Renderings per training combination (position, size, rotation and color jitter).
         seed: Seeds the weights, the batches and the caption templates.
+        hard_negatives: Each batch is made of groups of an anchor combination and this many of its one-attribute
+            neighbours (training combinations only, each once per batch), so that every attribute separates
+            in-batch pairs; 0 draws batches uniformly.
         hidden_size, intermediate_size, num_layers, num_heads, patch_size, projection_dim: The model's sizes.
+        vision_hidden_size, vision_intermediate_size: The vision tower's width when it differs from the text
+            tower's (None: the same).
     """
 
     steps: int = 1000
@@ -68,12 +76,15 @@ class ToyCLIPTrainingArguments:
     weight_decay: float = 0.05
     variants: int = 8
     seed: int = 0
+    hard_negatives: int = 0
     hidden_size: int = 128
     intermediate_size: int = 512
     num_layers: int = 2
     num_heads: int = 4
     patch_size: int = 8
     projection_dim: int = 64
+    vision_hidden_size: int | None = None
+    vision_intermediate_size: int | None = None
 
 
 def build_toy_image_processor(image_size: int = 32) -> CLIPImageProcessorPil:
@@ -83,7 +94,7 @@ def build_toy_image_processor(image_size: int = 32) -> CLIPImageProcessorPil:
     Example:
 
     ```python
-    >>> from hf_cir.toy.clip import build_toy_image_processor
+    >>> from train_toy_clip import build_toy_image_processor
     >>> processor = build_toy_image_processor()
     >>> processor.crop_size.height, processor.crop_size.width
     (32, 32)
@@ -105,7 +116,7 @@ def build_toy_clip(
     Example:
 
     ```python
-    >>> from hf_cir.toy.clip import build_toy_clip
+    >>> from train_toy_clip import build_toy_clip
     >>> from hf_cir.toy.tokenization import build_toy_tokenizer
     >>> model = build_toy_clip(build_toy_tokenizer())
     >>> model.config.projection_dim, model.config.text_config.eos_token_id != 2
@@ -132,6 +143,9 @@ def build_toy_clip(
         "pad_token_id": tokenizer.pad_token_id,
     }
     vision_config = {**shared, "image_size": image_size, "patch_size": args.patch_size}
+    if args.vision_hidden_size is not None:
+        vision_config["hidden_size"] = args.vision_hidden_size
+        vision_config["intermediate_size"] = args.vision_intermediate_size or 4 * args.vision_hidden_size
     config = CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=args.projection_dim)
     torch.manual_seed(args.seed)
     return CLIPModel(config)
@@ -198,7 +212,7 @@ def evaluate_toy_clip(
 
     ```python
     >>> from hf_cir.toy import ToyWorld
-    >>> from hf_cir.toy.clip import build_toy_clip, build_toy_image_processor, evaluate_toy_clip
+    >>> from train_toy_clip import build_toy_clip, build_toy_image_processor, evaluate_toy_clip
     >>> from hf_cir.toy.tokenization import build_toy_tokenizer
     >>> tokenizer = build_toy_tokenizer()
     >>> metrics = evaluate_toy_clip(build_toy_clip(tokenizer), tokenizer, build_toy_image_processor(), ToyWorld())
@@ -229,6 +243,39 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _batch_sampler(world: ToyWorld, args: ToyCLIPTrainingArguments, generator: np.random.Generator):
+    """A function returning the next batch (positions in `world.train_combinations`, all distinct)."""
+    combinations = world.train_combinations
+    num = len(combinations)
+    state = {"order": generator.permutation(num), "cursor": 0}
+
+    def anchors(count: int) -> np.ndarray:
+        if state["cursor"] + count > num:
+            state["order"], state["cursor"] = generator.permutation(num), 0
+        chosen = state["order"][state["cursor"] : state["cursor"] + count]
+        state["cursor"] += count
+        return chosen
+
+    if args.hard_negatives <= 0:
+        return lambda: anchors(args.batch_size)
+    position = {c: i for i, c in enumerate(combinations)}
+    neighbours = [np.array([position[n] for n in c.neighbours() if n in position]) for c in combinations]
+
+    def hard_batch() -> np.ndarray:
+        batch: list[int] = []
+        seen: set[int] = set()
+        while len(batch) < args.batch_size:
+            for anchor in anchors(1):
+                group = [int(anchor)] + [int(n) for n in generator.permutation(neighbours[anchor])]
+                group = [i for i in group if i not in seen][: args.hard_negatives + 1]
+                group = group[: args.batch_size - len(batch)]
+                batch += group
+                seen.update(group)
+        return np.array(batch)
+
+    return hard_batch
+
+
 def train_toy_clip(
     output_dir: str | os.PathLike,
     world: ToyWorld | None = None,
@@ -251,7 +298,7 @@ def train_toy_clip(
 
     ```python
     >>> import tempfile
-    >>> from hf_cir.toy.clip import ToyCLIPTrainingArguments, train_toy_clip
+    >>> from train_toy_clip import ToyCLIPTrainingArguments, train_toy_clip
     >>> metrics = train_toy_clip(tempfile.mkdtemp() + "/clip", args=ToyCLIPTrainingArguments(steps=2, batch_size=8))
     >>> 0.0 <= metrics["text_to_image_r1"] <= 1.0
     True
@@ -306,14 +353,10 @@ def train_toy_clip(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
     model.train()
-    order = generator.permutation(num)
-    cursor = 0
+    next_batch = _batch_sampler(world, args, generator)
     started = time.perf_counter()
     for step in range(args.steps):
-        if cursor + args.batch_size > num:
-            order, cursor = generator.permutation(num), 0
-        batch = order[cursor : cursor + args.batch_size]
-        cursor += args.batch_size
+        batch = next_batch()
         variants = generator.integers(args.variants, size=len(batch))
         templates = torch.as_tensor(generator.integers(len(CAPTION_TEMPLATES), size=len(batch)))
         batch_t = torch.as_tensor(batch)
@@ -415,7 +458,7 @@ def save_toy_clip(
     return Path(output_dir)
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m hf_cir.toy.clip OUTPUT_DIR [STEPS]`
+if __name__ == "__main__":  # pragma: no cover - `python training/toy/train_toy_clip.py OUTPUT_DIR [STEPS] [BATCH]`
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
