@@ -17,6 +17,7 @@ from hf_cir.conversion.magiclens import (
     load_magiclens_params,
     magiclens_config_from_params,
 )
+from hf_cir.models.magiclens import MagicLensProcessor
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,25 @@ def test_converted_folder_holds_card_tokenizer_and_processor(tiny, reference_dir
     assert config["model_type"] == "magiclens" and config["text_config"]["eos_token_id"] == 49407
     with pytest.raises(FileExistsError, match="already exists"):
         convert_magiclens_checkpoint(checkpoint, output, tokenizer=reference_dir / "clip")
+
+
+def test_image_protocol_is_chosen_at_conversion(tiny, reference_dir, tmp_path, capsys):
+    checkpoint, _ = tiny
+    args = ["convert", "magiclens", "--checkpoint", str(checkpoint), "--tokenizer", str(reference_dir / "clip")]
+    assert main([*args, "--image-protocol", "evaluation", "--output-dir", str(tmp_path / "eval")]) == 0
+    capsys.readouterr()
+    saved = json.loads((tmp_path / "eval" / "processor_config.json").read_text())["image_processor"]
+    assert saved["protocol"] == "evaluation"
+    assert MagicLensProcessor.from_pretrained(tmp_path / "eval").image_processor.protocol == "evaluation"
+    default = tmp_path / "default"
+    convert_magiclens_checkpoint(checkpoint, default, tokenizer=reference_dir / "clip")
+    assert json.loads((default / "processor_config.json").read_text())["image_processor"]["protocol"] == "model"
+    capsys.readouterr()  # the direct call's progress bars
+
+    code = main([*args, "--image-protocol", "paper", "--output-dir", str(tmp_path / "never")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "image_protocol" in err and "'paper'" in err, err
+    assert not (tmp_path / "never").exists()
 
 
 def test_cli_converts_and_refuses_a_crafted_pickle(tiny, reference_dir, tmp_path, capsys):

@@ -135,18 +135,19 @@ def load_fashioniq_fixture(reference_dir):
 
 
 def test_fashioniq_matches_the_reference_evaluate_recall(capsys, magiclens_dir, reference_dir, tmp_path):
-    import shutil
 
     from hf_cir.evaluation import encode_benchmark_queries
     from hf_cir.evaluation.evaluate import embed_benchmark_images
 
     expected, script = load_fashioniq_fixture(reference_dir)
     folder = script.build_fashioniq_folder(tmp_path / "FashionIQ", seed=expected["folder"]["seed"])
-    # The reference evaluation's image loading (`data_utils.process_img`): the processor's "evaluation" protocol.
-    model_dir = shutil.copytree(magiclens_dir, tmp_path / "magiclens-evaluation")
-    config = json.loads((model_dir / "processor_config.json").read_text())
-    config["image_processor"]["protocol"] = expected["protocol"]
-    (model_dir / "processor_config.json").write_text(json.dumps(config))
+    # The reference evaluation's image loading (`data_utils.process_img`): the "evaluation" protocol, chosen when
+    # converting (`hf-cir convert magiclens --image-protocol evaluation`).
+    model_dir = tmp_path / "magiclens-evaluation"
+    checkpoint = reference_dir / "magiclens" / "magic_lens_tiny.pkl.gz"
+    convert_magiclens_checkpoint(
+        checkpoint, model_dir, tokenizer=reference_dir / "clip", image_protocol=expected["protocol"]
+    )
     categories = ",".join(expected["folder"]["categories"])
     code, out, err = run(
         capsys,

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..models.magiclens import MagicLensConfig, MagicLensImageProcessor, MagicLensModel, MagicLensProcessor
+from ..models.magiclens.processing_magiclens import PROTOCOLS as IMAGE_PROTOCOLS
 
 # msgpack extension types of flax.serialization
 _EXT_NDARRAY = 1
@@ -426,6 +427,7 @@ def convert_magiclens_checkpoint(
     tokenizer=None,
     push_to_hub: str | None = None,
     overwrite: bool = False,
+    image_protocol: str | None = None,
 ) -> MagicLensModel:
     """Convert a released MagicLens pickle and write a loadable folder: `model.safetensors` + config, the tokenizer
     (OpenAI CLIP BPE; `MagicLensProcessor` pads with id 0 itself, as the reference does), the image processor at the checkpoint's
@@ -439,6 +441,9 @@ def convert_magiclens_checkpoint(
         push_to_hub: also upload the folder to this repository id.
         overwrite: replace an earlier MagicLens conversion at `output_dir` (nothing else is ever replaced; the old
             folder stays until the new one is complete).
+        image_protocol: the saved image processor's `protocol`: `"model"` (the default: the model's own centred
+            square crop) or `"evaluation"` (the reference evaluation script's preprocessing, behind the published
+            benchmark numbers; see [`MagicLensImageProcessor`]).
 
     Raises:
         FileExistsError: `output_dir` holds something and `overwrite` is not set.
@@ -450,6 +455,9 @@ def convert_magiclens_checkpoint(
     from ..hub.magiclens import MAGICLENS_FOLDER, create_magiclens_model_card
     from ..utils import atomic_directory, build_clip_tokenizer
 
+    image_protocol = "model" if image_protocol is None else image_protocol
+    if image_protocol not in IMAGE_PROTOCOLS:
+        raise ValueError(f"`image_protocol` must be one of {', '.join(IMAGE_PROTOCOLS)}, got {image_protocol!r}.")
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"`output_dir` {output_dir} already exists and is not an empty folder.")
@@ -462,7 +470,9 @@ def convert_magiclens_checkpoint(
         model = build_magiclens_model(params, tokenizer)
     except ValueError as error:
         raise ValueError(f"`checkpoint` {checkpoint}: {error}") from None
-    processor = MagicLensProcessor(MagicLensImageProcessor(size=model.config.vision_config.image_size), tokenizer)
+    processor = MagicLensProcessor(
+        MagicLensImageProcessor(size=model.config.vision_config.image_size, protocol=image_protocol), tokenizer
+    )
     card = create_magiclens_model_card(
         model, model_id=push_to_hub, source=f"converted from `{Path(checkpoint).name}` (google-deepmind/magiclens)"
     )

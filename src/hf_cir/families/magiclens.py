@@ -37,7 +37,9 @@ MAGICLENS = register_model_family(
             Converter(
                 "magiclens",
                 "a google-deepmind/magiclens release (magic_lens_clip_base.pkl / magic_lens_clip_large.pkl)",
-                "example:\n  hf-cir convert magiclens --checkpoint magic_lens_clip_large.pkl --output-dir magiclens-large\n\n"
+                "example:\n  hf-cir convert magiclens --checkpoint magic_lens_clip_large.pkl --output-dir magiclens-large\n"
+                "  hf-cir convert magiclens --checkpoint magic_lens_clip_large.pkl --image-protocol evaluation \\\n"
+                "      --output-dir magiclens-large-eval   # preprocessing of the published benchmark numbers\n\n"
                 "Every size is read from the checkpoint's parameters. The pickle is read without unpickling any "
                 "object: a file\nthat holds anything but one bytes object of flax msgpack parameters is refused.\n",
                 "hf_cir.conversion.magiclens:convert_magiclens_checkpoint",
@@ -49,6 +51,12 @@ MAGICLENS = register_model_family(
                         "--tokenizer",
                         "tokenizer",
                         "CLIP tokenizer folder or Hub id (default: OpenAI's, built offline)",
+                    ),
+                    ConverterArgument(
+                        "--image-protocol",
+                        "image_protocol",
+                        "the image processor's protocol: model (default: the model's own centred square crop) or "
+                        "evaluation (the reference evaluation script's preprocessing, behind the published numbers)",
                     ),
                 ),
                 overwrite=True,

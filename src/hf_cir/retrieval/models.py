@@ -24,6 +24,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +41,7 @@ __all__ = [
     "METHODS",
     "REFERENCE_IMAGE_METHODS",
     "TEXTUAL_INVERSION_METHODS",
+    "ProcessorRetrievalModel",
     "RetrievalModel",
     "default_device",
     "detect_model_type",
@@ -347,6 +349,61 @@ def load_retrieval_model(
 def pixel_values(image_processor, images: list[Image.Image]) -> torch.Tensor:
     """Pixel values of RGB images (a module-level function, so that DataLoader workers can receive it)."""
     return image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+class ProcessorRetrievalModel(RetrievalModel):
+    """Base of the adapters of transformers models that come with a processor (`LinCIRModel`, `MagicLensModel`, ...):
+    loading, gallery-image embedding through `model.get_image_features` (pixel values from the processor's image
+    processor, also in DataLoader workers), and the tokenizer. A subclass names its classes with `model_classes`
+    and implements the text side (`_encode_texts`, `_compose`) and `gallery_fingerprint`.
+    """
+
+    @classmethod
+    @abstractmethod
+    def model_classes(cls) -> tuple[type, type]:
+        """The `(model class, processor class)` a folder of this family loads with (imported on call)."""
+
+    def __init__(self, model, processor, name_or_path: str = "", device: torch.device | str | None = None):
+        super().__init__(name_or_path or getattr(model, "name_or_path", ""), device)
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        **kwargs,
+    ) -> ProcessorRetrievalModel:
+        if kwargs:
+            raise ValueError(f"{cls.__name__} takes no sampling settings; got {sorted(kwargs)}.")
+        model_class, processor_class = cls.model_classes()
+        model = model_class.from_pretrained(name_or_path, dtype=dtype)
+        processor = processor_class.from_pretrained(name_or_path)
+        return cls(model, processor, str(name_or_path), device)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    def _encode_images(self, images):
+        return self._encode_pixels(self.processor(images=images, return_tensors="pt")["pixel_values"])
+
+    def _encode_pixels(self, pixel_values):
+        return self.model.get_image_features(pixel_values.to(self.device), return_dict=True).pooler_output
+
+    def image_preprocessor(self):
+        return partial(pixel_values, self.processor.image_processor)
+
+    @torch.no_grad()
+    def encode_pixel_values(self, pixel_values):
+        self.encode_image_calls += 1
+        return self._encode_pixels(pixel_values).float().cpu()
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
 
 
 def __getattr__(name: str):

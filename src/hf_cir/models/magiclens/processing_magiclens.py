@@ -269,6 +269,7 @@ class MagicLensProcessor(ProcessorMixin):
 
 
 __all__ = [
+    "PROTOCOLS",
     "MagicLensImageProcessor",
     "MagicLensProcessor",
     "clean_text",

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from functools import partial
-
 import torch
 
-from ..models import BASELINE_METHODS, RetrievalModel, fingerprint_modules, pixel_values
+from ..models import BASELINE_METHODS, ProcessorRetrievalModel, fingerprint_modules
 
 __all__ = ["LinCIRRetrievalModel"]
 
 
-class LinCIRRetrievalModel(RetrievalModel):
+class LinCIRRetrievalModel(ProcessorRetrievalModel):
     """A [`LinCIRModel`] with its processor behind the retrieval interface.
 
     Example:
@@ -29,47 +26,17 @@ class LinCIRRetrievalModel(RetrievalModel):
     methods = ("lincir",) + BASELINE_METHODS
     default_method = "lincir"
 
+    @classmethod
+    def model_classes(cls):
+        from ...models.lincir import LinCIRModel, LinCIRProcessor
+
+        return LinCIRModel, LinCIRProcessor
+
     def __init__(self, model, processor, name_or_path: str = "", device: torch.device | str | None = None):
-        super().__init__(name_or_path or getattr(model, "name_or_path", ""), device)
-        self.model = model.to(self.device).eval()
-        self.processor = processor
+        super().__init__(model, processor, name_or_path, device)
         # A SEARLE or Pic2Word folder is a LinCIR-family model whose config names its method.
         self.default_method = model.config.method_name
         self.methods = (self.default_method,) + BASELINE_METHODS
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        **kwargs,
-    ) -> LinCIRRetrievalModel:
-        if kwargs:
-            raise ValueError(f"LinCIR models take no sampling settings; got {sorted(kwargs)}.")
-        from ...models.lincir import LinCIRModel, LinCIRProcessor
-
-        model = LinCIRModel.from_pretrained(name_or_path, dtype=dtype)
-        processor = LinCIRProcessor.from_pretrained(name_or_path)
-        return cls(model, processor, str(name_or_path), device)
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.model.config.projection_dim)
-
-    def _encode_images(self, images):
-        return self._encode_pixels(self.processor(images=images, return_tensors="pt")["pixel_values"])
-
-    def _encode_pixels(self, pixel_values):
-        return self.model.get_image_features(pixel_values.to(self.device), return_dict=True).pooler_output
-
-    def image_preprocessor(self):
-        return partial(pixel_values, self.processor.image_processor)
-
-    @torch.no_grad()
-    def encode_pixel_values(self, pixel_values):
-        self.encode_image_calls += 1
-        return self._encode_pixels(pixel_values).float().cpu()
 
     def _tokenize(self, texts: list[str], compose: bool):
         encoding = self.processor(text=texts, compose=compose, return_tensors="pt")
@@ -87,10 +54,6 @@ class LinCIRRetrievalModel(RetrievalModel):
             input_ids, image_embeds=image_embeds, attention_mask=attention_mask, return_dict=True
         )
         return composed.pooler_output
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
 
     def gallery_fingerprint(self) -> str:
         return fingerprint_modules(

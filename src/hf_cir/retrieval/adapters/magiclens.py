@@ -3,17 +3,12 @@ reference embeds its index), a query by the same network with the reference imag
 
 from __future__ import annotations
 
-import os
-from functools import partial
-
-import torch
-
-from ..models import RetrievalModel, fingerprint_modules, pixel_values
+from ..models import ProcessorRetrievalModel, fingerprint_modules
 
 __all__ = ["MagicLensRetrievalModel"]
 
 
-class MagicLensRetrievalModel(RetrievalModel):
+class MagicLensRetrievalModel(ProcessorRetrievalModel):
     """A [`MagicLensModel`] with its processor behind the retrieval interface.
 
     MagicLens's gallery space is its multimodal embedding, so it has no text-only embedding there (its methods are
@@ -35,44 +30,11 @@ class MagicLensRetrievalModel(RetrievalModel):
     methods = ("magiclens", "image")
     default_method = "magiclens"
 
-    def __init__(self, model, processor, name_or_path: str = "", device: torch.device | str | None = None):
-        super().__init__(name_or_path or getattr(model, "name_or_path", ""), device)
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        **kwargs,
-    ) -> MagicLensRetrievalModel:
-        if kwargs:
-            raise ValueError(f"MagicLens models take no sampling settings; got {sorted(kwargs)}.")
+    def model_classes(cls):
         from ...models.magiclens import MagicLensModel, MagicLensProcessor
 
-        model = MagicLensModel.from_pretrained(name_or_path, dtype=dtype)
-        processor = MagicLensProcessor.from_pretrained(name_or_path)
-        return cls(model, processor, str(name_or_path), device)
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.model.config.projection_dim)
-
-    def _encode_images(self, images):
-        return self._encode_pixels(self.processor(images=images)["pixel_values"])
-
-    def _encode_pixels(self, pixel_values):
-        return self.model.get_image_features(pixel_values.to(self.device), return_dict=True).pooler_output
-
-    def image_preprocessor(self):
-        return partial(pixel_values, self.processor.image_processor)
-
-    @torch.no_grad()
-    def encode_pixel_values(self, pixel_values):
-        self.encode_image_calls += 1
-        return self._encode_pixels(pixel_values).float().cpu()
+        return MagicLensModel, MagicLensProcessor
 
     def _encode_texts(self, texts):
         raise ValueError(
@@ -93,10 +55,6 @@ class MagicLensRetrievalModel(RetrievalModel):
             inputs["attention_mask"].to(self.device),
             return_dict=True,
         ).pooler_output
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
 
     def gallery_fingerprint(self) -> str:
         # The gallery embedding runs the whole network (with the empty text): every weight counts.
