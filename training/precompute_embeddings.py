@@ -46,11 +46,11 @@ from hf_cir.training.embeddings import (
     EMBEDDINGS_INFO_NAME,
     NULL_TEXT_EMBEDS_NAME,
 )
+from hf_cir.training.outputs import RUN_FILE_NAME, check_foreign_entries, claim_outputs, read_run_record, record_run
 from hf_cir.utils import atomic_file, load_image
 from hf_cir.utils.units import ProcessGroup, UnitWork, run_units
 
 logger = get_logger(__name__, log_level="INFO")
-RUN_NAME = "precompute_run.json"
 
 
 def parse_args(input_args=None):
@@ -367,31 +367,65 @@ def load_dataset_from_args(args) -> datasets.Dataset:
     return load_image_dataset(args.dataset_name or args.train_file, split=args.dataset_split, cache_dir=args.cache_dir)
 
 
+# The top-level entries of --output_dir this script writes; nothing else there is ever replaced or deleted.
+OUTPUT_ENTRIES = (RUN_FILE_NAME, EMBEDDINGS_DATA_DIR, EMBEDDINGS_INFO_NAME, NULL_TEXT_EMBEDS_NAME)
+SCRIPT_NAME = "precompute_embeddings.py"
+# Before the ownership record, this script recorded its run in this file (adopted as the record on the next run).
+LEGACY_RUN_NAME = "precompute_run.json"
+
+
+def _adopt_legacy_record(output_dir: Path) -> None:
+    """Take an earlier version's `precompute_run.json` (the run's settings, written by this script) as the
+    `training_run.json` record: its folder's entries named like this script's outputs are then its own (the old file
+    is left in place)."""
+    legacy = output_dir / LEGACY_RUN_NAME
+    if (output_dir / RUN_FILE_NAME).exists() or not legacy.is_file() or legacy.is_symlink():
+        return
+    try:
+        settings = json.loads(legacy.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(settings, dict) and "task" in settings and "chunk_size" in settings:
+        with atomic_file(output_dir / RUN_FILE_NAME, "w") as handle:
+            json.dump({"script": SCRIPT_NAME, **settings}, handle, indent=2, sort_keys=True)
+
+
 def prepare_output_dir(output_dir: Path, identity: dict, overwrite: bool) -> None:
-    """Claim `output_dir` for this run. Chunks of a run with other settings are kept (and the run refused) unless
-    `overwrite`; a run that wrote no chunk (it failed early) never blocks the next one."""
-    run_file = output_dir / RUN_NAME
+    """Claim `output_dir` for this run (`hf_cir.training.outputs`: only entries hf-cir wrote are replaced).
+
+    A file or folder of this script's names (`OUTPUT_ENTRIES`) that hf-cir did not write stops the run before anything
+    is written, with a `FileExistsError` naming it; the folder's other files are never touched. Chunks of a run with
+    other settings are kept (and the run refused) unless `overwrite`; a run that wrote no chunk (it failed early)
+    never blocks the next one; a rerun with the same settings resumes.
+    """
+    identity = {"script": SCRIPT_NAME, **identity}
+    may_write = frozenset(OUTPUT_ENTRIES).__contains__
+    if output_dir.is_dir():
+        _adopt_legacy_record(output_dir)
+    check_foreign_entries(output_dir, may_write)
+    previous = read_run_record(output_dir)
+    if previous is not None and previous.get("script") != SCRIPT_NAME:
+        raise FileExistsError(
+            f"--output_dir {output_dir} holds the outputs of {previous['script']}, not of {SCRIPT_NAME}; choose "
+            "another --output_dir."
+        )
     data_dir = output_dir / EMBEDDINGS_DATA_DIR
     chunks = sorted(data_dir.glob("chunk-*.parquet")) if data_dir.is_dir() else []
-    previous = None
-    if run_file.is_file():
-        try:
-            previous = json.loads(run_file.read_text())
-        except ValueError:
-            previous = "unreadable"
-    if previous is not None and previous != json.loads(json.dumps(identity)) and chunks:
+    recorded = {key: previous.get(key) for key in identity} if previous is not None else None
+    if recorded is not None and recorded != json.loads(json.dumps(identity)) and chunks:
         if not overwrite:
             raise ValueError(
                 f"--output_dir {output_dir} holds {len(chunks)} embedding chunk(s) of a run with other settings "
-                f"({run_file}); pass --overwrite_output_dir to replace them, or choose another --output_dir."
+                f"({output_dir / RUN_FILE_NAME}); pass --overwrite_output_dir to replace them, or choose another "
+                "--output_dir."
             )
-        for path in chunks:  # only our own files
+        for path in chunks:  # the data folder is ours (checked above)
             path.unlink()
         for name in (EMBEDDINGS_INFO_NAME, NULL_TEXT_EMBEDS_NAME):
             (output_dir / name).unlink(missing_ok=True)
+    record_run(output_dir, identity, may_write)
+    claim_outputs(output_dir, OUTPUT_ENTRIES[1:])
     data_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_file(run_file, "w") as handle:
-        json.dump(identity, handle, indent=2)
 
 
 def main(args):
