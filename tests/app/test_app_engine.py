@@ -117,3 +117,17 @@ def test_the_toy_default_takes_the_sampling_options(app_server, monkeypatch):
     image_id = "large-green-star-top-dotted.png"
     result = served["engine"].search(None, Query(text="make it red", reference_id=image_id, methods=["compodiff"]))
     assert len(result["columns"]["compodiff"]["hits"]) > 0
+
+
+def test_an_uploaded_gallery_picture_is_left_out_and_encoded_once_per_index(engine):
+    gallery = engine.gallery(None)
+    image_id = "large-green-star-top-dotted.png"
+    upload = Image.open(gallery.root / image_id).convert("RGB")
+    served = {column.served.name: column.served for column in gallery.columns.values()}
+    before = {name: s.model.encode_image_calls for name, s in served.items()}
+    result = engine.search(None, Query(image=upload, text="make it red", methods=["lincir", "sum", "image"], top_k=10))
+    assert result["query"]["excluded"] == image_id
+    for key in ("lincir", "sum", "image"):
+        assert image_id not in [hit["id"] for hit in result["columns"][key]["hits"]]
+    # The same-picture check and the three LinCIR-index columns share one encoder pass of the upload.
+    assert served["lincir"].model.encode_image_calls - before["lincir"] == 1

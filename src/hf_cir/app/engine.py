@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..families import BASELINE_METHODS, all_methods, method_spec, methods_taking, read_model_folder
 from ..retrieval import GalleryIndex, RetrievalModel
-from ..retrieval.query import ComposedQuery, retrieve
+from ..retrieval.query import ComposedQuery, reference_embedding, retrieve
 from ..retrieval.validation import resolve_inside
 from ..utils import IMAGE_EXTENSIONS, load_image
 from ..utils.images import check_pixel_budget
@@ -536,7 +536,10 @@ class SearchEngine:
                 return None
             if not same_picture:
                 first = gallery_.served[0]
-                embeds = first.model.encode_images([query.image])
+                # Encoded once: `retrieve` takes this embedding from `reference_cache` for the columns of this index.
+                embeds = reference_embedding(
+                    first.model, first.index, ComposedQuery(image=query.image), reference_cache
+                )
                 same_picture.append(_same_picture(gallery_, first, embeds, query.image))
             found = same_picture[0]
             return found if found is not None and gallery_.served_for(found, served) else None

@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..utils.io import ArtefactKind
 from .model_cards import PIPELINE_TAG, render_model_card
+from .saving import TRANSFORMERS_FOLDER_ENTRIES
 
 __all__ = [
     "MAGICLENS_CITATION",
@@ -41,17 +42,7 @@ MAGICLENS_FOLDER = ArtefactKind(
     "MagicLens model folder",
     "config.json",
     lambda config: config.get("model_type") == "magiclens",
-    entries=(
-        "*.safetensors",
-        "*.safetensors.index.json",
-        "*_config.json",
-        "tokenizer.json",
-        "special_tokens_map.json",
-        "vocab.json",
-        "merges.txt",
-        "README.md",
-        "*.py",
-    ),
+    entries=TRANSFORMERS_FOLDER_ENTRIES,
 )
 
 

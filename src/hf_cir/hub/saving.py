@@ -29,25 +29,28 @@ __all__ = [
     "save_pretrained",
 ]
 
+# What `save_pretrained` of a transformers model and its processor writes (weights, configs, tokenizer, card, remote
+# code): the entries of every transformers-family folder, so that `overwrite` replaces only such a folder.
+TRANSFORMERS_FOLDER_ENTRIES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*_config.json",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.*",
+    "README.md",
+    "*.py",
+)
+
 # What the folders written here hold, so that `overwrite` replaces only such a folder (`hf_cir.utils.io`).
 LINCIR_FOLDER = ArtefactKind(
     "LinCIR model folder",
     "config.json",
     lambda config: config.get("model_type") == "lincir",
-    entries=(
-        "*.safetensors",
-        "*.safetensors.index.json",
-        "*_config.json",
-        "tokenizer.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "vocab.json",
-        "merges.txt",
-        "chat_template.*",
-        "README.md",
-        "*.py",
-        "training_*.json",
-    ),
+    entries=TRANSFORMERS_FOLDER_ENTRIES + ("training_*.json",),
 )
 COMPODIFF_FOLDER = ArtefactKind(
     "CompoDiff pipeline folder",

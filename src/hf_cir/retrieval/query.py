@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .index import GalleryIndex, SearchHit
     from .models import RetrievalModel
 
-__all__ = ["ComposedQuery", "Retrieval", "embed_queries", "retrieve"]
+__all__ = ["ComposedQuery", "Retrieval", "embed_queries", "reference_embedding", "retrieve"]
 
 
 @dataclass
@@ -204,6 +204,16 @@ def _reference_image(index: GalleryIndex, query: ComposedQuery):
     if query.image is not None:
         return load_image(query.image, name="reference image")
     return load_image(index.image_file(query.reference_id), name="reference_id")
+
+
+def reference_embedding(
+    model: RetrievalModel, index: GalleryIndex, query: ComposedQuery, reference_cache: dict | None = None
+) -> torch.Tensor:
+    """The embedding `[1, D]` of `query`'s reference in `index`'s space: its stored row, the given embedding, or the
+    image encoded by `model`. With the `reference_cache` a later [`retrieve`] call receives, that call reuses it
+    instead of encoding the reference again."""
+    position = index.position(query.reference_id) if query.reference_id else None
+    return _reference_embeds(model, index, query, position, None, reference_cache)[0]
 
 
 def _reference_embeds(model, index, query, position, image, cache):
