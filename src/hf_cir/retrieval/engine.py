@@ -158,6 +158,12 @@ class OutputLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def probe(self) -> None:
+        """Raise the `FileExistsError` of [`acquire`] if another build holds the lock; else return, holding nothing."""
+        if self.path.exists():
+            self.acquire()
+            self.release()
+
     def release(self) -> None:
         if self._fd is None:
             return

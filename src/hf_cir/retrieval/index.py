@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from ..utils import atomic_directory
 from ..utils.io import ArtefactKind, check_replaceable
 from ..utils.units import ProcessGroup, check_positive_integers
-from .engine import BUILD_NAME, build_index_folder, lock_path
+from .engine import BUILD_NAME, OutputLock, build_index_folder, lock_path
 from .kinds import INDEX_KINDS, check_index_kind_options
 from .models import RetrievalModel
 from .search import ExactIndex, FaissIndex
@@ -279,9 +279,16 @@ class GalleryIndex:
             raise FileExistsError(
                 f"`output`: {output} already exists; pass overwrite=True (--overwrite) to replace it."
             )
-        # Before any work: refuse a folder that is not ours.
-        check_replaceable(output, INDEX_FOLDER_V2 if (output / MANIFEST_NAME).exists() else INDEX_FOLDER, protected)
-        _check_partial_folder(partial, protected)
+        # Before any work: refuse a folder that is not ours. These checks run before the build takes the output's
+        # lock, so a build under way elsewhere may show a half-written `.partial`: then its lock is what refuses.
+        try:
+            check_replaceable(
+                output, INDEX_FOLDER_V2 if (output / MANIFEST_NAME).exists() else INDEX_FOLDER, protected
+            )
+            _check_partial_folder(partial, protected)
+        except (OSError, ValueError):
+            OutputLock(output).probe()
+            raise
         if isinstance(source, (str, os.PathLike)) and not source_kwargs:
             source_kwargs = {"exclude": (output, partial, lock_path(output))}
         gallery = as_gallery_source(source, **source_kwargs)

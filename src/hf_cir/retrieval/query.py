@@ -213,12 +213,19 @@ def reference_embedding(
     image encoded by `model`. With the `reference_cache` a later [`retrieve`] call receives, that call reuses it
     instead of encoding the reference again."""
     position = index.position(query.reference_id) if query.reference_id else None
-    return _reference_embeds(model, index, query, position, None, reference_cache)[0]
+    prepared = {} if reference_cache is not None else None
+    embeds = _reference_embeds(model, index, query, position, None, prepared)
+    if reference_cache is not None:  # the first `retrieve` reports it as its own encoding (time and source)
+        reference_cache[("prepared", id(index))] = embeds
+    return embeds[0]
 
 
 def _reference_embeds(model, index, query, position, image, cache):
     """The reference's embedding `[1, D]`, its encoding time and where it came from (stored, given, encoded)."""
     key = id(index)  # the index's model embedded the gallery: one reference embedding per index
+    if cache is not None and ("prepared", key) in cache:  # from `reference_embedding`: not yet reported by anyone
+        cache[key] = cache.pop(("prepared", key))
+        return cache[key]
     if cache is not None and key in cache:
         embeds, _, source = cache[key]
         return embeds, 0.0, f"{source}, shared"
